@@ -1,0 +1,136 @@
+"""CTC loss: metarecipe's backends beside torch.nn.functional.ctc_loss, measured in one run.
+
+For each size (B, T, U, V) and thread count it reports median milliseconds of the forward and of
+forward+backward (loss.backward() into log_probs), the speed-up of forward+backward over torch, and the cost
+of a second-order pass (forward, gradient with create_graph=True, backward through the gradient) relative to
+forward+backward. torch's own CTC loss has no second order (pytorch issue 70108), so that column is ours alone.
+
+    python benchmarks/ctc_loss.py                 # table
+    python benchmarks/ctc_loss.py --json out.json # and the records as JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from metarecipe.kernels import available_backends, ctc_loss
+
+# (B, T, U, V, variable lengths)
+SIZES = [
+    (16, 150, 40, 28, False),
+    (64, 150, 40, 28, False),
+    (16, 150, 20, 5000, False),
+    (16, 500, 100, 32, True),
+    (4, 2000, 600, 32, False),
+]
+
+
+def make_inputs(batch, frames, labels, vocab, variable, seed=0):
+    """log_probs (T, B, V) leaf, targets (B, U), lengths; variable lengths span [1/2, 1] of the maximum."""
+    gen = torch.Generator().manual_seed(seed)
+    log_probs = torch.randn(frames, batch, vocab, generator=gen).log_softmax(-1).requires_grad_()
+    targets = torch.randint(1, vocab, (batch, labels), generator=gen)
+    if variable:
+        input_lengths = torch.randint(frames // 2, frames + 1, (batch,), generator=gen)
+        target_lengths = torch.randint(labels // 2, labels + 1, (batch,), generator=gen)
+    else:
+        input_lengths = torch.full((batch,), frames)
+        target_lengths = torch.full((batch,), labels)
+    return log_probs, targets, input_lengths, target_lengths
+
+
+def median_ms(fn, repeats):
+    fn()  # warm-up (and JIT compilation for numba)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def measure(loss_fn, inputs, repeats, second_order):
+    """Median ms of forward, forward+backward and (optionally) the second-order pass of one loss function."""
+    log_probs = inputs[0]
+    weights = torch.randn_like(log_probs)
+
+    def forward():
+        with torch.no_grad():
+            loss_fn(*inputs)
+
+    def forward_backward():
+        log_probs.grad = None
+        loss_fn(*inputs).backward()
+
+    def double_backward():
+        log_probs.grad = None
+        (grad,) = torch.autograd.grad(loss_fn(*inputs), log_probs, create_graph=True)
+        (grad * weights).sum().backward()
+
+    row = {"forward_ms": median_ms(forward, repeats), "fwd_bwd_ms": median_ms(forward_backward, repeats)}
+    if second_order:
+        row["double_ms"] = median_ms(double_backward, repeats)
+        row["double_over_fwd_bwd"] = row["double_ms"] / row["fwd_bwd_ms"]
+    return row
+
+
+def run(backends, threads_list, repeats, sizes):
+    records = []
+    for batch, frames, labels, vocab, variable in sizes:
+        inputs = make_inputs(batch, frames, labels, vocab, variable)
+        for threads in threads_list:
+            torch.set_num_threads(threads)
+            size = {"B": batch, "T": frames, "U": labels, "V": vocab, "variable_lengths": variable, "threads": threads}
+            peer = measure(lambda *a: F.ctc_loss(*a, reduction="sum"), inputs, repeats, second_order=False)
+            records.append({**size, "impl": "torch.nn.functional", **peer})
+            for name in backends:
+                reps = max(1, repeats // 3) if name == "torch" else repeats
+                ours = measure(lambda *a, n=name: ctc_loss(*a, reduction="sum", backend=n), inputs, reps, True)
+                ours["speedup_fwd_bwd"] = peer["fwd_bwd_ms"] / ours["fwd_bwd_ms"]
+                records.append({**size, "impl": name, **ours})
+            print(f"done B={batch} T={frames} U={labels} V={vocab} threads={threads}", file=sys.stderr, flush=True)
+    return records
+
+
+def print_table(records):
+    header = (f"{'B':>3} {'T':>5} {'U':>4} {'V':>5} {'thr':>3}  {'impl':<20} {'fwd ms':>9} {'fwd+bwd ms':>11} "
+              f"{'x torch':>8} {'2nd-order ms':>13} {'2nd/f+b':>8}")
+    print(header)
+    print("-" * len(header))
+    for r in records:
+        speed = f"{r['speedup_fwd_bwd']:.2f}" if "speedup_fwd_bwd" in r else "1.00"
+        double = f"{r['double_ms']:.2f}" if "double_ms" in r else "n/a"
+        ratio = f"{r['double_over_fwd_bwd']:.2f}" if "double_over_fwd_bwd" in r else "n/a"
+        var = "*" if r["variable_lengths"] else " "
+        print(f"{r['B']:>3} {r['T']:>5} {r['U']:>4} {r['V']:>5}{var}{r['threads']:>3}  {r['impl']:<20} "
+              f"{r['forward_ms']:>9.2f} {r['fwd_bwd_ms']:>11.2f} {speed:>8} {double:>13} {ratio:>8}")
+    print("* variable lengths; x torch: forward+backward speed-up over torch.nn.functional.ctc_loss (median)")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", nargs="+", default=[b for b in available_backends() if b != "cuda"],
+                        help="backends to measure (default: every CPU backend of this install)")
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="only the two smallest sizes")
+    parser.add_argument("--json", metavar="PATH", help="also write the records as JSON")
+    args = parser.parse_args(argv)
+    warnings.simplefilter("ignore", UserWarning)
+    records = run(args.backends, args.threads, args.repeats, SIZES[:2] if args.quick else SIZES)
+    print_table(records)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"torch": torch.__version__, "records": records}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
