@@ -9,6 +9,7 @@ Parallel over the batch with ``prange``.
 from __future__ import annotations
 
 import math
+import os
 
 import numba
 import numpy as np
@@ -20,12 +21,22 @@ LOG_LIMIT = 1e6
 UP = 2.0**256
 DOWN = 2.0**-256
 
+if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
+    # Share torch's OpenMP thread pool instead of oversubscribing the cores with a second one.
+    try:
+        from numba.np.ufunc import omppool  # noqa: F401
+
+        numba.config.THREADING_LAYER = "omp"
+    except ImportError:
+        pass
+
 _jit = numba.njit(cache=True, nogil=True)
 _pjit = numba.njit(cache=True, nogil=True, parallel=True)
 
 
 @_jit
 def _normalize(m, level):
+    """Brings m * 2^(256 level) back into the mantissa range [2^-256, 2^256); m in [2^-512, 2^512)."""
     if m >= UP:
         return m * DOWN, level + 1
     if m < DOWN:
@@ -37,21 +48,18 @@ def _normalize(m, level):
 
 @_jit
 def _mul(am, al, bm, bl):
-    if am == 0.0 or bm == 0.0:
-        return 0.0, ZERO_LEVEL
     return _normalize(am * bm, al + bl)
 
 
 @_jit
+def _level_factor(d):
+    """2^(-256 d) for a level difference d >= 0; 0 from d = 3 on."""
+    return 1.0 if d == 0 else (DOWN if d == 1 else (DOWN * DOWN if d == 2 else 0.0))
+
+
+@_jit
 def _align(m, level, top):
-    d = top - level
-    if d == 0:
-        return m
-    if d == 1:
-        return m * DOWN
-    if d == 2:
-        return m * (DOWN * DOWN)
-    return 0.0
+    return m * _level_factor(top - level)
 
 
 @_jit
@@ -61,13 +69,13 @@ def _log(m, level):
 
 @_jit
 def _ratio(am, al, bm, bl, zm, zl):
-    """a * b / z as a float, for a posterior <= 1."""
-    if am == 0.0 or bm == 0.0:
-        return 0.0
+    """a * b / z as a float, for a posterior <= 1 (level difference at most 2; below -3 it is < 2^-256)."""
     d = al + bl - zl
-    if d < -4:
-        return 0.0
-    return math.ldexp(am * bm / zm, 256 * d)
+    if d >= 0:
+        scale = 1.0 if d == 0 else (UP if d == 1 else UP * UP)
+    else:
+        scale = DOWN if d == -1 else (DOWN * DOWN if d == -2 else (DOWN * DOWN * DOWN if d == -3 else 0.0))
+    return am * bm / zm * scale
 
 
 @_jit
@@ -296,12 +304,18 @@ def _np(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().contiguous().numpy()
 
 
+def _follow_torch_threads() -> None:
+    """Runs the kernels on as many threads as torch uses (torch.set_num_threads)."""
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
 def forward(log_probs, targets, input_lengths, target_lengths, blank):
     """Same contract as ``metarecipe._C.ctc_forward``: (log_z, alpha_m, alpha_l)."""
     num_frames, batch, _ = log_probs.shape
     am = np.zeros((batch, num_frames, 2 * targets.shape[1] + 1))
     al = np.full(am.shape, ZERO_LEVEL, dtype=np.int32)
     log_z = np.empty(batch)
+    _follow_torch_threads()
     _forward(_np(log_probs), _np(targets), _np(input_lengths), _np(target_lengths), blank, am, al, log_z)
     return torch.from_numpy(log_z), torch.from_numpy(am), torch.from_numpy(al)
 
@@ -310,6 +324,7 @@ def grad(grad_loss, log_probs, targets, input_lengths, target_lengths, alpha_m, 
     """Same contract as ``metarecipe._C.ctc_grad``."""
     lp = _np(log_probs)
     out = np.zeros(lp.shape, dtype=lp.dtype)
+    _follow_torch_threads()
     _grad(_np(grad_loss).astype(np.float64), lp, _np(targets), _np(input_lengths), _np(target_lengths), blank,
           _np(alpha_m), _np(alpha_l), out)
     return torch.from_numpy(out)
@@ -320,6 +335,7 @@ def hvp(v, grad_loss, log_probs, targets, input_lengths, target_lengths, alpha_m
     lp = _np(log_probs)
     out = np.zeros(lp.shape, dtype=lp.dtype)
     vg = np.zeros(lp.shape[1])
+    _follow_torch_threads()
     _hvp(_np(v.to(log_probs.dtype)), _np(grad_loss).astype(np.float64), lp, _np(targets), _np(input_lengths),
          _np(target_lengths), blank, _np(alpha_m), _np(alpha_l), out, vg)
     return torch.from_numpy(out), torch.from_numpy(vg).to(log_probs.dtype)
