@@ -27,7 +27,7 @@ def extension_build():
         import torch
         from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
     except ImportError as err:
-        warnings.warn(f"metarecipe._C not built ({err}); install torch first for the compiled kernels")
+        warnings.warn(f"metarecipe._C not built ({err}); install torch first for the compiled kernels", stacklevel=2)
         return [], {}
 
     class OptionalBuildExtension(BuildExtension):
@@ -37,7 +37,8 @@ def extension_build():
             except Exception as err:  # a missing compiler must not stop the install
                 if os.environ.get("METARECIPE_REQUIRE_EXT") == "1":
                     raise
-                warnings.warn(f"metarecipe._C failed to build ({err}); kernels fall back to numba and torch")
+                warnings.warn(f"metarecipe._C failed to build ({err}); kernels fall back to numba and torch",
+                              stacklevel=2)
 
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
     cxx_flags = ["-O3", "-fopenmp", "-std=c++20"]
