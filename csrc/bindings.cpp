@@ -1,4 +1,6 @@
 // pybind11 bindings of metarecipe._C: each op dispatches on the device of log_probs.
+#include <torch/extension.h>
+
 #include "ctc_loss.h"
 
 namespace metarecipe {

@@ -9,7 +9,7 @@
 // log_z (B,) float64, -inf where no alignment exists.
 #pragma once
 
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 
 #include <tuple>
 
