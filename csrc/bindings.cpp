@@ -16,8 +16,7 @@ bool built_with_cuda() {
 
 // Calls name_cuda for CUDA tensors where built, name_cpu otherwise.
 #ifdef WITH_CUDA
-#define METARECIPE_DISPATCH(name, tensor, ...) \
-  ((tensor).is_cuda() ? name##_cuda(__VA_ARGS__) : name##_cpu(__VA_ARGS__))
+#define METARECIPE_DISPATCH(name, tensor, ...) ((tensor).is_cuda() ? name##_cuda(__VA_ARGS__) : name##_cpu(__VA_ARGS__))
 #else
 #define METARECIPE_DISPATCH(name, tensor, ...) (require_cpu(tensor), name##_cpu(__VA_ARGS__))
 #endif
@@ -34,13 +33,13 @@ auto ctc_forward(const at::Tensor& log_probs, const at::Tensor& targets, const a
 at::Tensor ctc_grad(const at::Tensor& grad_loss, const at::Tensor& log_probs, const at::Tensor& targets,
                     const at::Tensor& input_lengths, const at::Tensor& target_lengths, const at::Tensor& alpha_m,
                     const at::Tensor& alpha_l, int64_t blank) {
-  return METARECIPE_DISPATCH(ctc_grad, log_probs, grad_loss, log_probs, targets, input_lengths, target_lengths,
-                             alpha_m, alpha_l, blank);
+  return METARECIPE_DISPATCH(ctc_grad, log_probs, grad_loss, log_probs, targets, input_lengths, target_lengths, alpha_m,
+                             alpha_l, blank);
 }
 
-auto ctc_hvp(const at::Tensor& v, const at::Tensor& grad_loss, const at::Tensor& log_probs,
-             const at::Tensor& targets, const at::Tensor& input_lengths, const at::Tensor& target_lengths,
-             const at::Tensor& alpha_m, const at::Tensor& alpha_l, int64_t blank) {
+auto ctc_hvp(const at::Tensor& v, const at::Tensor& grad_loss, const at::Tensor& log_probs, const at::Tensor& targets,
+             const at::Tensor& input_lengths, const at::Tensor& target_lengths, const at::Tensor& alpha_m,
+             const at::Tensor& alpha_l, int64_t blank) {
   return METARECIPE_DISPATCH(ctc_hvp, log_probs, v, grad_loss, log_probs, targets, input_lengths, target_lengths,
                              alpha_m, alpha_l, blank);
 }
@@ -51,8 +50,7 @@ auto ctc_hvp(const at::Tensor& v, const at::Tensor& grad_loss, const at::Tensor&
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "metarecipe compiled kernels (C++/OpenMP, CUDA where built)";
   m.def("built_with_cuda", &metarecipe::built_with_cuda);
-  m.def("ctc_forward", &metarecipe::ctc_forward,
-        "CTC forward: (log_z, alpha_m, alpha_l)");
+  m.def("ctc_forward", &metarecipe::ctc_forward, "CTC forward: (log_z, alpha_m, alpha_l)");
   m.def("ctc_grad", &metarecipe::ctc_grad, "gradient of the CTC loss w.r.t. log_probs, scaled by grad_loss");
   m.def("ctc_hvp", &metarecipe::ctc_hvp, "backward of ctc_grad: (grad_loss * H v, -<gamma, v>)");
 }

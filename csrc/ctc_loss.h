@@ -15,22 +15,21 @@
 
 namespace metarecipe {
 
-#define METARECIPE_CTC_DECLARE(suffix)                                                                        \
-  /* Returns (log_z, alpha_m, alpha_l). */                                                                   \
-  std::tuple<at::Tensor, at::Tensor, at::Tensor> ctc_forward_##suffix(                                      \
-      const at::Tensor& log_probs, const at::Tensor& targets, const at::Tensor& input_lengths,               \
-      const at::Tensor& target_lengths, int64_t blank);                                                      \
-  /* grad_loss_b * d(-log Z_b) / d log_probs: (T, B, V). */                                                  \
-  at::Tensor ctc_grad_##suffix(const at::Tensor& grad_loss, const at::Tensor& log_probs,                     \
-                               const at::Tensor& targets, const at::Tensor& input_lengths,                   \
-                               const at::Tensor& target_lengths,                                             \
-                               const at::Tensor& alpha_m, const at::Tensor& alpha_l, int64_t blank);         \
-  /* Backward of ctc_grad for an incoming gradient v (T, B, V): (grad_loss_b * H_b v_b (T, B, V),            \
-     -<gamma_b, v_b> (B,)), the Hessian-vector product and the derivative w.r.t. grad_loss. */               \
-  std::tuple<at::Tensor, at::Tensor> ctc_hvp_##suffix(                                                       \
-      const at::Tensor& v, const at::Tensor& grad_loss, const at::Tensor& log_probs,                         \
-      const at::Tensor& targets, const at::Tensor& input_lengths,                                            \
-      const at::Tensor& target_lengths, const at::Tensor& alpha_m, const at::Tensor& alpha_l, int64_t blank);
+#define METARECIPE_CTC_DECLARE(suffix)                                                                              \
+  /* Returns (log_z, alpha_m, alpha_l). */                                                                          \
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> ctc_forward_##suffix(                                              \
+      const at::Tensor& log_probs, const at::Tensor& targets, const at::Tensor& input_lengths,                      \
+      const at::Tensor& target_lengths, int64_t blank);                                                             \
+  /* grad_loss_b * d(-log Z_b) / d log_probs: (T, B, V). */                                                         \
+  at::Tensor ctc_grad_##suffix(const at::Tensor& grad_loss, const at::Tensor& log_probs, const at::Tensor& targets, \
+                               const at::Tensor& input_lengths, const at::Tensor& target_lengths,                   \
+                               const at::Tensor& alpha_m, const at::Tensor& alpha_l, int64_t blank);                \
+  /* Backward of ctc_grad for an incoming gradient v (T, B, V): (grad_loss_b * H_b v_b (T, B, V),                   \
+     -<gamma_b, v_b> (B,)), the Hessian-vector product and the derivative w.r.t. grad_loss. */                      \
+  std::tuple<at::Tensor, at::Tensor> ctc_hvp_##suffix(                                                              \
+      const at::Tensor& v, const at::Tensor& grad_loss, const at::Tensor& log_probs, const at::Tensor& targets,     \
+      const at::Tensor& input_lengths, const at::Tensor& target_lengths, const at::Tensor& alpha_m,                 \
+      const at::Tensor& alpha_l, int64_t blank);
 
 METARECIPE_CTC_DECLARE(cpu)
 #ifdef WITH_CUDA

@@ -1,13 +1,13 @@
 // CTC loss on the CPU: forward-backward in extended-range probability space, parallel over the batch
 // (at::parallel_for, OpenMP). See ctc_loss.h for layouts and docs/ctc_loss.md for the derivation.
-#include "ctc_loss.h"
-
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <limits>
 #include <vector>
 
+#include "ctc_loss.h"
 #include "ext_num.h"
 
 namespace metarecipe {
@@ -112,8 +112,8 @@ ExtNum total_mass(const ExtTable& alpha, const Lattice& lat) {
 // alpha_t(s): mass of all partial alignments of frames 0..t ending in state s, emissions included.
 // lp points at (t = 0, b) with frame stride `step`.
 template <typename scalar_t>
-void forward_sample(const scalar_t* lp, int64_t step, const Lattice& lat, FrameEmissions& emit, double* am,
-                    int32_t* al, int64_t width) {
+void forward_sample(const scalar_t* lp, int64_t step, const Lattice& lat, FrameEmissions& emit, double* am, int32_t* al,
+                    int64_t width) {
   const int64_t S = lat.states;
   ExtRow prev(S), cur(S);
   prev.set(0, {1.0, 0});  // a virtual frame -1 in state 0 lets frame 0 enter states 0 and 1
@@ -128,8 +128,8 @@ void forward_sample(const scalar_t* lp, int64_t step, const Lattice& lat, FrameE
       const int32_t l2 = skip ? pl[s - 2] : kZeroLevel;
       const double m2 = skip ? pm[s - 2] : 0.0;
       const int32_t top = std::max(std::max(pl[s], pl[s - 1]), l2);
-      const double sum = pm[s] * level_factor(top - pl[s]) + pm[s - 1] * level_factor(top - pl[s - 1]) +
-                         m2 * level_factor(top - l2);
+      const double sum =
+          pm[s] * level_factor(top - pl[s]) + pm[s - 1] * level_factor(top - pl[s - 1]) + m2 * level_factor(top - l2);
       const int64_t c = emit.column[s];
       const ExtNum x = ext_normalize(sum * emit.m[c], top + emit.l[c]);
       cur.set(s, x);
@@ -145,8 +145,8 @@ void forward_sample(const scalar_t* lp, int64_t step, const Lattice& lat, FrameE
 // the completions (the tangent of log beta along v); with v = nullptr it is not computed. lp and v point
 // at (t = 0, b) with frame stride `step`.
 template <typename scalar_t, typename Visit>
-void backward_sample(const scalar_t* lp, const scalar_t* v, int64_t step, const Lattice& lat,
-                     FrameEmissions& emit, Visit visit) {
+void backward_sample(const scalar_t* lp, const scalar_t* v, int64_t step, const Lattice& lat, FrameEmissions& emit,
+                     Visit visit) {
   const int64_t S = lat.states;
   ExtRow next(S), cur(S), h(S);
   std::vector<double> sigma_next(S + 2, 0.0), sigma_cur(S + 2, 0.0), q(S + 2, 0.0);
@@ -179,6 +179,21 @@ void backward_sample(const scalar_t* lp, const scalar_t* v, int64_t step, const 
   }
 }
 
+// Calls fn(b) for every sample on torch's intra-op threads, longest lattices first, each thread taking the
+// next sample when it is free: utterance lengths vary, and fixed chunks of samples would leave threads idle.
+template <typename F>
+void parallel_over_samples(const at::Tensor& input_lengths, const at::Tensor& target_lengths, const F& fn) {
+  const int64_t batch = input_lengths.numel();
+  const at::Tensor cost = input_lengths * (2 * target_lengths + 1);
+  const at::Tensor order = at::argsort(cost, /*stable=*/true, /*dim=*/0, /*descending=*/true).contiguous();
+  const int64_t* next_sample = order.data_ptr<int64_t>();
+  std::atomic<int64_t> taken{0};
+  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), batch));
+  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
+    for (int64_t i = taken++; i < batch; i = taken++) fn(next_sample[i]);
+  });
+}
+
 struct Batch {
   int64_t T, B, V, width;
   const int64_t* targets;
@@ -189,14 +204,19 @@ struct Batch {
 
   Batch(const at::Tensor& log_probs, const at::Tensor& targets_, const at::Tensor& input_lengths_,
         const at::Tensor& target_lengths_, int64_t blank_)
-      : T(log_probs.size(0)), B(log_probs.size(1)), V(log_probs.size(2)), width(2 * targets_.size(1) + 1),
-        targets(targets_.data_ptr<int64_t>()), target_stride(targets_.size(1)),
-        input_lengths(input_lengths_.data_ptr<int64_t>()), target_lengths(target_lengths_.data_ptr<int64_t>()),
+      : T(log_probs.size(0)),
+        B(log_probs.size(1)),
+        V(log_probs.size(2)),
+        width(2 * targets_.size(1) + 1),
+        targets(targets_.data_ptr<int64_t>()),
+        target_stride(targets_.size(1)),
+        input_lengths(input_lengths_.data_ptr<int64_t>()),
+        target_lengths(target_lengths_.data_ptr<int64_t>()),
         blank(blank_) {
     TORCH_CHECK(log_probs.dim() == 3 && log_probs.is_contiguous(), "log_probs must be contiguous (T, B, V)");
-    TORCH_CHECK(targets_.dim() == 2 && targets_.is_contiguous() && targets_.scalar_type() == at::kLong &&
-                    targets_.size(0) == B,
-                "targets must be contiguous int64 (B, U)");
+    TORCH_CHECK(
+        targets_.dim() == 2 && targets_.is_contiguous() && targets_.scalar_type() == at::kLong && targets_.size(0) == B,
+        "targets must be contiguous int64 (B, U)");
     for (const at::Tensor* len : {&input_lengths_, &target_lengths_})
       TORCH_CHECK(len->scalar_type() == at::kLong && len->is_contiguous() && len->numel() == B,
                   "lengths must be contiguous int64 (B,)");
@@ -216,8 +236,7 @@ ExtTable saved_alpha(const at::Tensor& alpha_m, const at::Tensor& alpha_l, const
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> ctc_forward_cpu(const at::Tensor& log_probs,
-                                                               const at::Tensor& targets,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> ctc_forward_cpu(const at::Tensor& log_probs, const at::Tensor& targets,
                                                                const at::Tensor& input_lengths,
                                                                const at::Tensor& target_lengths, int64_t blank) {
   const Batch bt(log_probs, targets, input_lengths, target_lengths, blank);
@@ -230,26 +249,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ctc_forward_cpu(const at::Tensor&
     double* pz = log_z.data_ptr<double>();
     double* am = alpha_m.data_ptr<double>();
     int32_t* al = alpha_l.data_ptr<int32_t>();
-    at::parallel_for(0, bt.B, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        const Lattice lat = bt.lattice(b);
-        if (!lat.feasible()) {
-          pz[b] = -std::numeric_limits<double>::infinity();
-          continue;
-        }
-        FrameEmissions emit(lat, bt.V);
-        const int64_t offset = b * bt.T * bt.width;
-        forward_sample(lp + b * bt.V, bt.B * bt.V, lat, emit, am + offset, al + offset, bt.width);
-        pz[b] = ext_log(total_mass(saved_alpha(alpha_m, alpha_l, bt, b), lat));
+    parallel_over_samples(input_lengths, target_lengths, [&](int64_t b) {
+      const Lattice lat = bt.lattice(b);
+      if (!lat.feasible()) {
+        pz[b] = -std::numeric_limits<double>::infinity();
+        return;
       }
+      FrameEmissions emit(lat, bt.V);
+      const int64_t offset = b * bt.T * bt.width;
+      forward_sample(lp + b * bt.V, bt.B * bt.V, lat, emit, am + offset, al + offset, bt.width);
+      pz[b] = ext_log(total_mass(saved_alpha(alpha_m, alpha_l, bt, b), lat));
     });
   });
   return {log_z, alpha_m, alpha_l};
 }
 
 at::Tensor ctc_grad_cpu(const at::Tensor& grad_loss, const at::Tensor& log_probs, const at::Tensor& targets,
-                        const at::Tensor& input_lengths, const at::Tensor& target_lengths,
-                        const at::Tensor& alpha_m, const at::Tensor& alpha_l, int64_t blank) {
+                        const at::Tensor& input_lengths, const at::Tensor& target_lengths, const at::Tensor& alpha_m,
+                        const at::Tensor& alpha_l, int64_t blank) {
   const Batch bt(log_probs, targets, input_lengths, target_lengths, blank);
   at::Tensor grad = at::zeros_like(log_probs);
   at::Tensor g = grad_loss.to(at::kDouble).contiguous();
@@ -257,28 +274,26 @@ at::Tensor ctc_grad_cpu(const at::Tensor& grad_loss, const at::Tensor& log_probs
     const scalar_t* lp = log_probs.data_ptr<scalar_t>();
     const double* pg = g.data_ptr<double>();
     scalar_t* out = grad.data_ptr<scalar_t>();
-    at::parallel_for(0, bt.B, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        const Lattice lat = bt.lattice(b);
-        if (!lat.feasible() || pg[b] == 0.0) continue;
-        const ExtTable alpha = saved_alpha(alpha_m, alpha_l, bt, b);
-        const ExtNum z = total_mass(alpha, lat);
-        FrameEmissions emit(lat, bt.V);
-        // d loss / d lp_t(k) = -sum over states s with label k of gamma_t(s) = alpha_t(s) beta_t(s) / Z
-        backward_sample<scalar_t>(lp + b * bt.V, nullptr, bt.B * bt.V, lat, emit,
-                                  [&](int64_t t, const ExtRow& beta, const double*) {
-          scalar_t* row = out + (t * bt.B + b) * bt.V;
-          double blank_sum = 0.0;
-          for (int64_t s = lat.lo(t), hi = lat.hi(t); s < hi; ++s) {
-            const double gamma = ext_ratio(alpha.at(t, s), beta.get(s), z);
-            if (s % 2 == 0)
-              blank_sum += gamma;
-            else
-              row[lat.label[s]] -= static_cast<scalar_t>(pg[b] * gamma);
-          }
-          row[bt.blank] -= static_cast<scalar_t>(pg[b] * blank_sum);
-        });
-      }
+    parallel_over_samples(input_lengths, target_lengths, [&](int64_t b) {
+      const Lattice lat = bt.lattice(b);
+      if (!lat.feasible() || pg[b] == 0.0) return;
+      const ExtTable alpha = saved_alpha(alpha_m, alpha_l, bt, b);
+      const ExtNum z = total_mass(alpha, lat);
+      FrameEmissions emit(lat, bt.V);
+      // d loss / d lp_t(k) = -sum over states s with label k of gamma_t(s) = alpha_t(s) beta_t(s) / Z
+      backward_sample<scalar_t>(lp + b * bt.V, nullptr, bt.B * bt.V, lat, emit,
+                                [&](int64_t t, const ExtRow& beta, const double*) {
+                                  scalar_t* row = out + (t * bt.B + b) * bt.V;
+                                  double blank_sum = 0.0;
+                                  for (int64_t s = lat.lo(t), hi = lat.hi(t); s < hi; ++s) {
+                                    const double gamma = ext_ratio(alpha.at(t, s), beta.get(s), z);
+                                    if (s % 2 == 0)
+                                      blank_sum += gamma;
+                                    else
+                                      row[lat.label[s]] -= static_cast<scalar_t>(pg[b] * gamma);
+                                  }
+                                  row[bt.blank] -= static_cast<scalar_t>(pg[b] * blank_sum);
+                                });
     });
   });
   return grad;
@@ -287,8 +302,7 @@ at::Tensor ctc_grad_cpu(const at::Tensor& grad_loss, const at::Tensor& log_probs
 std::tuple<at::Tensor, at::Tensor> ctc_hvp_cpu(const at::Tensor& v_, const at::Tensor& grad_loss,
                                                const at::Tensor& log_probs, const at::Tensor& targets,
                                                const at::Tensor& input_lengths, const at::Tensor& target_lengths,
-                                               const at::Tensor& alpha_m, const at::Tensor& alpha_l,
-                                               int64_t blank) {
+                                               const at::Tensor& alpha_m, const at::Tensor& alpha_l, int64_t blank) {
   const Batch bt(log_probs, targets, input_lengths, target_lengths, blank);
   const int64_t step = bt.B * bt.V;
   at::Tensor v = v_.to(log_probs.scalar_type()).contiguous();
@@ -301,52 +315,50 @@ std::tuple<at::Tensor, at::Tensor> ctc_hvp_cpu(const at::Tensor& v_, const at::T
     const double* pg = g.data_ptr<double>();
     scalar_t* out = hv.data_ptr<scalar_t>();
     double* pvg = vg.data_ptr<double>();
-    at::parallel_for(0, bt.B, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        const Lattice lat = bt.lattice(b);
-        if (!lat.feasible()) continue;
-        const int64_t S = lat.states;
-        const ExtTable alpha = saved_alpha(alpha_m, alpha_l, bt, b);
-        const ExtNum z = total_mass(alpha, lat);
-        const scalar_t* vb = pv + b * bt.V;
-        // rho_t(s): expected sum of v over the partial alignments ending in (t, s), the tangent of log alpha.
-        std::vector<double> rho(lat.frames * S, 0.0);
-        for (int64_t s = lat.lo(0); s < lat.hi(0); ++s) rho[s] = static_cast<double>(vb[lat.label[s]]);
-        for (int64_t t = 1; t < lat.frames; ++t) {
-          const double* prev = rho.data() + (t - 1) * S;
-          const scalar_t* vrow = vb + t * step;
-          for (int64_t s = lat.lo(t), hi = lat.hi(t); s < hi; ++s) {
-            const ExtNum a0 = alpha.at(t - 1, s);
-            const ExtNum a1 = s >= 1 ? alpha.at(t - 1, s - 1) : ext_zero();
-            const ExtNum a2 = s >= 2 && lat.skip[s] ? alpha.at(t - 1, s - 2) : ext_zero();
-            const int32_t top = ext_top(a0, a1, a2);
-            const double w0 = ext_align(a0, top), w1 = ext_align(a1, top), w2 = ext_align(a2, top);
-            const double total = w0 + w1 + w2;
-            const double weighted = w0 * prev[s] + (s >= 1 ? w1 * prev[s - 1] : 0.0) + (s >= 2 ? w2 * prev[s - 2] : 0.0);
-            rho[t * S + s] = (total > 0.0 ? weighted / total : 0.0) + static_cast<double>(vrow[lat.label[s]]);
-          }
+    parallel_over_samples(input_lengths, target_lengths, [&](int64_t b) {
+      const Lattice lat = bt.lattice(b);
+      if (!lat.feasible()) return;
+      const int64_t S = lat.states;
+      const ExtTable alpha = saved_alpha(alpha_m, alpha_l, bt, b);
+      const ExtNum z = total_mass(alpha, lat);
+      const scalar_t* vb = pv + b * bt.V;
+      // rho_t(s): expected sum of v over the partial alignments ending in (t, s), the tangent of log alpha.
+      std::vector<double> rho(lat.frames * S, 0.0);
+      for (int64_t s = lat.lo(0); s < lat.hi(0); ++s) rho[s] = static_cast<double>(vb[lat.label[s]]);
+      for (int64_t t = 1; t < lat.frames; ++t) {
+        const double* prev = rho.data() + (t - 1) * S;
+        const scalar_t* vrow = vb + t * step;
+        for (int64_t s = lat.lo(t), hi = lat.hi(t); s < hi; ++s) {
+          const ExtNum a0 = alpha.at(t - 1, s);
+          const ExtNum a1 = s >= 1 ? alpha.at(t - 1, s - 1) : ext_zero();
+          const ExtNum a2 = s >= 2 && lat.skip[s] ? alpha.at(t - 1, s - 2) : ext_zero();
+          const int32_t top = ext_top(a0, a1, a2);
+          const double w0 = ext_align(a0, top), w1 = ext_align(a1, top), w2 = ext_align(a2, top);
+          const double total = w0 + w1 + w2;
+          const double weighted = w0 * prev[s] + (s >= 1 ? w1 * prev[s - 1] : 0.0) + (s >= 2 ? w2 * prev[s - 2] : 0.0);
+          rho[t * S + s] = (total > 0.0 ? weighted / total : 0.0) + static_cast<double>(vrow[lat.label[s]]);
         }
-        // With sigma the tangent of log beta, gamma_dot = gamma (rho + sigma - E_t[rho + sigma]).
-        std::vector<double> gamma(S), dev(S);
-        double vg_acc = 0.0;
-        FrameEmissions emit(lat, bt.V);
-        backward_sample<scalar_t>(lp + b * bt.V, vb, step, lat, emit, [&](int64_t t, const ExtRow& beta,
-                                                                          const double* sigma) {
-          const scalar_t* vrow = vb + t * step;
-          const int64_t lo = lat.lo(t), hi = lat.hi(t);
-          double mean = 0.0;
-          for (int64_t s = lo; s < hi; ++s) {
-            gamma[s] = ext_ratio(alpha.at(t, s), beta.get(s), z);
-            dev[s] = rho[t * S + s] + sigma[s];
-            mean += gamma[s] * dev[s];
-            vg_acc += gamma[s] * static_cast<double>(vrow[lat.label[s]]);
-          }
-          scalar_t* hrow = out + t * step + b * bt.V;
-          for (int64_t s = lo; s < hi; ++s)
-            hrow[lat.label[s]] -= static_cast<scalar_t>(pg[b] * gamma[s] * (dev[s] - mean));
-        });
-        pvg[b] = -vg_acc;
       }
+      // With sigma the tangent of log beta, gamma_dot = gamma (rho + sigma - E_t[rho + sigma]).
+      std::vector<double> gamma(S), dev(S);
+      double vg_acc = 0.0;
+      FrameEmissions emit(lat, bt.V);
+      backward_sample<scalar_t>(lp + b * bt.V, vb, step, lat, emit,
+                                [&](int64_t t, const ExtRow& beta, const double* sigma) {
+                                  const scalar_t* vrow = vb + t * step;
+                                  const int64_t lo = lat.lo(t), hi = lat.hi(t);
+                                  double mean = 0.0;
+                                  for (int64_t s = lo; s < hi; ++s) {
+                                    gamma[s] = ext_ratio(alpha.at(t, s), beta.get(s), z);
+                                    dev[s] = rho[t * S + s] + sigma[s];
+                                    mean += gamma[s] * dev[s];
+                                    vg_acc += gamma[s] * static_cast<double>(vrow[lat.label[s]]);
+                                  }
+                                  scalar_t* hrow = out + t * step + b * bt.V;
+                                  for (int64_t s = lo; s < hi; ++s)
+                                    hrow[lat.label[s]] -= static_cast<scalar_t>(pg[b] * gamma[s] * (dev[s] - mean));
+                                });
+      pvg[b] = -vg_acc;
     });
   });
   return {hv, vg.to(log_probs.scalar_type())};

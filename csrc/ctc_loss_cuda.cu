@@ -27,8 +27,8 @@ struct DeviceLattice {
   __device__ int64_t hi(int64_t t) const { return min(states, 2 * (t + 1)); }
 };
 
-__device__ DeviceLattice lattice_of(const int64_t* targets, const int64_t* input_lengths,
-                                    const int64_t* target_lengths, int64_t max_labels, int64_t blank) {
+__device__ DeviceLattice lattice_of(const int64_t* targets, const int64_t* input_lengths, const int64_t* target_lengths,
+                                    int64_t max_labels, int64_t blank) {
   const int64_t b = blockIdx.x;
   return {targets + b * max_labels, input_lengths[b], 2 * target_lengths[b] + 1, blank};
 }
@@ -89,8 +89,7 @@ __device__ ExtNum emission(const scalar_t* lp, int64_t t, int64_t batch, int64_t
 template <typename scalar_t>
 __global__ void forward_kernel(const scalar_t* lp, const int64_t* targets, const int64_t* input_lengths,
                                const int64_t* target_lengths, int64_t max_frames, int64_t batch, int64_t vocab,
-                               int64_t max_labels, int64_t blank, double* alpha_m, int32_t* alpha_l,
-                               double* log_z) {
+                               int64_t max_labels, int64_t blank, double* alpha_m, int32_t* alpha_l, double* log_z) {
   const DeviceLattice lat = lattice_of(targets, input_lengths, target_lengths, max_labels, blank);
   if (!feasible(lat)) {
     if (threadIdx.x == 0) log_z[blockIdx.x] = -INFINITY;
@@ -147,8 +146,7 @@ __device__ void backward_step(const scalar_t* lp, const scalar_t* v, int64_t t, 
     const double total = w0 + w1 + w2;
     sc.beta.set(1 - next, s, ext_normalize(total, top));
     if (v != nullptr)
-      sc.sigma[(1 - next) * row + s] =
-          total > 0.0 ? (w0 * sc.q[s] + w1 * sc.q[s + 1] + w2 * sc.q[s + 2]) / total : 0.0;
+      sc.sigma[(1 - next) * row + s] = total > 0.0 ? (w0 * sc.q[s] + w1 * sc.q[s + 1] + w2 * sc.q[s + 2]) / total : 0.0;
   }
   __syncthreads();
 }
@@ -283,9 +281,9 @@ Shapes check(const at::Tensor& log_probs, const at::Tensor& targets, const at::T
                   targets.scalar_type() == at::kLong && targets.size(0) == log_probs.size(1),
               "targets must be contiguous int64 (B, U) on the device of log_probs");
   for (const at::Tensor* len : {&input_lengths, &target_lengths})
-    TORCH_CHECK(len->is_cuda() && len->scalar_type() == at::kLong && len->is_contiguous() &&
-                    len->numel() == log_probs.size(1),
-                "lengths must be contiguous int64 (B,) on the device of log_probs");
+    TORCH_CHECK(
+        len->is_cuda() && len->scalar_type() == at::kLong && len->is_contiguous() && len->numel() == log_probs.size(1),
+        "lengths must be contiguous int64 (B,) on the device of log_probs");
   return {log_probs.size(0), log_probs.size(1), log_probs.size(2), targets.size(1)};
 }
 
@@ -297,8 +295,7 @@ std::pair<at::Tensor, at::Tensor> ext_rows(int64_t rows, int64_t max_labels, con
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> ctc_forward_cuda(const at::Tensor& log_probs,
-                                                                const at::Tensor& targets,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> ctc_forward_cuda(const at::Tensor& log_probs, const at::Tensor& targets,
                                                                 const at::Tensor& input_lengths,
                                                                 const at::Tensor& target_lengths, int64_t blank) {
   const Shapes sh = check(log_probs, targets, input_lengths, target_lengths);
@@ -320,8 +317,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ctc_forward_cuda(const at::Tensor
 }
 
 at::Tensor ctc_grad_cuda(const at::Tensor& grad_loss, const at::Tensor& log_probs, const at::Tensor& targets,
-                         const at::Tensor& input_lengths, const at::Tensor& target_lengths,
-                         const at::Tensor& alpha_m, const at::Tensor& alpha_l, int64_t blank) {
+                         const at::Tensor& input_lengths, const at::Tensor& target_lengths, const at::Tensor& alpha_m,
+                         const at::Tensor& alpha_l, int64_t blank) {
   const Shapes sh = check(log_probs, targets, input_lengths, target_lengths);
   const c10::cuda::CUDAGuard guard(log_probs.device());
   at::Tensor grad = at::zeros_like(log_probs);
@@ -334,8 +331,8 @@ at::Tensor ctc_grad_cuda(const at::Tensor& grad_loss, const at::Tensor& log_prob
     grad_kernel<scalar_t><<<sh.B, kThreads, 0, stream>>>(
         g.data_ptr<double>(), log_probs.data_ptr<scalar_t>(), targets.data_ptr<int64_t>(),
         input_lengths.data_ptr<int64_t>(), target_lengths.data_ptr<int64_t>(), sh.T, sh.B, sh.V, sh.U, blank,
-        alpha_m.data_ptr<double>(), alpha_l.data_ptr<int32_t>(), beta_m.data_ptr<double>(),
-        beta_l.data_ptr<int32_t>(), h_m.data_ptr<double>(), h_l.data_ptr<int32_t>(), grad.data_ptr<scalar_t>());
+        alpha_m.data_ptr<double>(), alpha_l.data_ptr<int32_t>(), beta_m.data_ptr<double>(), beta_l.data_ptr<int32_t>(),
+        h_m.data_ptr<double>(), h_l.data_ptr<int32_t>(), grad.data_ptr<scalar_t>());
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return grad;
@@ -344,8 +341,7 @@ at::Tensor ctc_grad_cuda(const at::Tensor& grad_loss, const at::Tensor& log_prob
 std::tuple<at::Tensor, at::Tensor> ctc_hvp_cuda(const at::Tensor& v_, const at::Tensor& grad_loss,
                                                 const at::Tensor& log_probs, const at::Tensor& targets,
                                                 const at::Tensor& input_lengths, const at::Tensor& target_lengths,
-                                                const at::Tensor& alpha_m, const at::Tensor& alpha_l,
-                                                int64_t blank) {
+                                                const at::Tensor& alpha_m, const at::Tensor& alpha_l, int64_t blank) {
   const Shapes sh = check(log_probs, targets, input_lengths, target_lengths);
   const c10::cuda::CUDAGuard guard(log_probs.device());
   at::Tensor v = v_.to(log_probs.device(), log_probs.scalar_type()).contiguous();

@@ -30,17 +30,20 @@ class CTCBatch:
     unbatched: bool
 
 
-def _lengths(value, name: str, batch: int) -> torch.Tensor:
-    """Lengths as an int64 CPU tensor (B,), from a tensor, a sequence or (unbatched) an int."""
-    if isinstance(value, int):
-        value = [value]
+def _int64_cpu(value, name: str, what: str) -> torch.Tensor:
+    """value as an int64 CPU tensor; ValueError naming it unless it holds integers."""
     tensor = torch.as_tensor(value)
     if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
-        raise ValueError(f"{name} must hold integers, got dtype {tensor.dtype}")
+        raise ValueError(f"{name} must hold {what}, got dtype {tensor.dtype}")
+    return tensor.to("cpu", torch.int64)
+
+
+def _lengths(value, name: str, batch: int) -> torch.Tensor:
+    """Lengths as an int64 CPU tensor (B,), from a tensor, a sequence or (unbatched) an int."""
+    tensor = _int64_cpu([value] if isinstance(value, int) else value, name, "integers")
     tensor = tensor.reshape(-1) if tensor.dim() == 0 else tensor
     if tensor.dim() != 1 or tensor.numel() != batch:
         raise ValueError(f"{name} must have shape ({batch},) for a batch of {batch}, got {tuple(tensor.shape)}")
-    tensor = tensor.to("cpu", torch.int64)
     if batch and int(tensor.min()) < 0:
         i = int(torch.argmin(tensor))
         raise ValueError(f"{name}[{i}] = {int(tensor[i])} is negative")
@@ -49,11 +52,7 @@ def _lengths(value, name: str, batch: int) -> torch.Tensor:
 
 def _padded_targets(targets: torch.Tensor, lengths: torch.Tensor, batch: int, batched: bool) -> torch.Tensor:
     """Targets as a (B, max length) int64 CPU tensor; padding is left as found."""
-    if not isinstance(targets, torch.Tensor):
-        targets = torch.as_tensor(targets)
-    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
-        raise ValueError(f"targets must hold integer labels, got dtype {targets.dtype}")
-    targets = targets.to("cpu", torch.int64)
+    targets = _int64_cpu(targets, "targets", "integer labels")
     if not batched:
         if targets.dim() != 1:
             raise ValueError(f"targets must be 1-D (S,) for unbatched log_probs (T, V), got {tuple(targets.shape)}")

@@ -153,28 +153,34 @@ def _window(t, num_frames, num_states):
 
 @_jit
 def _forward_sample(lp, b, labels, skip, num_frames, am, al):
+    """alpha of sample b into am/al (T, width), reading frame t - 1 back from the table itself."""
     S = labels.shape[0]
     source, column = _emission_plan(labels, lp.shape[2])
     em, el = np.empty(source.shape[0]), np.empty(source.shape[0], dtype=np.int64)
-    pm = np.zeros(S + 2)  # index s + 2 holds state s; two leading zeros
-    pl = np.full(S + 2, ZERO_LEVEL, dtype=np.int64)
-    pm[2], pl[2] = 1.0, 0  # virtual frame -1 in state 0
     for t in range(num_frames):
         _load_emissions(lp[t, b], source, em, el)
         lo, hi = _window(t, num_frames, S)
         for s in range(lo, hi):
-            m2, l2 = (pm[s], pl[s]) if skip[s] else (0.0, ZERO_LEVEL)
-            top = max(pl[s + 2], pl[s + 1], l2)
-            u = _align(pm[s + 2], pl[s + 2], top) + _align(pm[s + 1], pl[s + 1], top) + _align(m2, l2, top)
+            if t == 0:  # a virtual frame -1 in state 0 lets frame 0 enter states 0 and 1
+                u, top = 1.0, 0
+            else:
+                l0, m0 = al[t - 1, s], am[t - 1, s]
+                l1, m1 = ZERO_LEVEL, 0.0
+                l2, m2 = ZERO_LEVEL, 0.0
+                if s >= 1:
+                    l1, m1 = al[t - 1, s - 1], am[t - 1, s - 1]
+                if skip[s]:
+                    l2, m2 = al[t - 1, s - 2], am[t - 1, s - 2]
+                top = max(l0, l1, l2)
+                u = m0 * _level_factor(top - l0) + m1 * _level_factor(top - l1) + m2 * _level_factor(top - l2)
             c = column[s]
             am[t, s], al[t, s] = _normalize(u * em[c], top + el[c])
-        for s in range(max(0, lo - 2), hi):
-            pm[s + 2], pl[s + 2] = am[t, s], al[t, s]
 
 
 @_pjit
-def _forward(lp, targets, input_lengths, target_lengths, blank, am, al, log_z):
-    for b in numba.prange(lp.shape[1]):
+def _forward(lp, targets, input_lengths, target_lengths, blank, order, am, al, log_z):
+    for i in numba.prange(order.shape[0]):
+        b = order[i]
         labels, skip = _lattice(targets[b], target_lengths[b], blank)
         T, S = input_lengths[b], labels.shape[0]
         if not _feasible(labels, T):
@@ -222,9 +228,10 @@ def _beta_buffers(labels, vocab):
 
 
 @_pjit
-def _grad(grad_loss, lp, targets, input_lengths, target_lengths, blank, am, al, out):
+def _grad(grad_loss, lp, targets, input_lengths, target_lengths, blank, order, am, al, out):
     no_v = np.empty(0, dtype=out.dtype)
-    for b in numba.prange(lp.shape[1]):
+    for i in numba.prange(order.shape[0]):
+        b = order[i]
         labels, skip = _lattice(targets[b], target_lengths[b], blank)
         T, S = input_lengths[b], labels.shape[0]
         if not _feasible(labels, T) or grad_loss[b] == 0.0:
@@ -248,8 +255,9 @@ def _grad(grad_loss, lp, targets, input_lengths, target_lengths, blank, am, al, 
 
 
 @_pjit
-def _hvp(v, grad_loss, lp, targets, input_lengths, target_lengths, blank, am, al, out, vg):
-    for b in numba.prange(lp.shape[1]):
+def _hvp(v, grad_loss, lp, targets, input_lengths, target_lengths, blank, order, am, al, out, vg):
+    for i in numba.prange(order.shape[0]):
+        b = order[i]
         labels, skip = _lattice(targets[b], target_lengths[b], blank)
         T, S = input_lengths[b], labels.shape[0]
         if not _feasible(labels, T):
@@ -304,9 +312,14 @@ def _np(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().contiguous().numpy()
 
 
-def _follow_torch_threads() -> None:
-    """Runs the kernels on as many threads as torch uses (torch.set_num_threads)."""
+def _schedule(input_lengths, target_lengths) -> np.ndarray:
+    """Sample order for the parallel loops, longest lattices first, taken one at a time by free threads
+    (utterance lengths vary: fixed chunks of samples would leave threads idle). Runs on as many threads as
+    torch uses (torch.set_num_threads)."""
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    numba.set_parallel_chunksize(1)
+    cost = input_lengths * (2 * target_lengths + 1)
+    return np.argsort(-cost, kind="stable")
 
 
 def forward(log_probs, targets, input_lengths, target_lengths, blank):
@@ -315,8 +328,8 @@ def forward(log_probs, targets, input_lengths, target_lengths, blank):
     am = np.zeros((batch, num_frames, 2 * targets.shape[1] + 1))
     al = np.full(am.shape, ZERO_LEVEL, dtype=np.int32)
     log_z = np.empty(batch)
-    _follow_torch_threads()
-    _forward(_np(log_probs), _np(targets), _np(input_lengths), _np(target_lengths), blank, am, al, log_z)
+    in_len, tgt_len = _np(input_lengths), _np(target_lengths)
+    _forward(_np(log_probs), _np(targets), in_len, tgt_len, blank, _schedule(in_len, tgt_len), am, al, log_z)
     return torch.from_numpy(log_z), torch.from_numpy(am), torch.from_numpy(al)
 
 
@@ -324,8 +337,8 @@ def grad(grad_loss, log_probs, targets, input_lengths, target_lengths, alpha_m, 
     """Same contract as ``metarecipe._C.ctc_grad``."""
     lp = _np(log_probs)
     out = np.zeros(lp.shape, dtype=lp.dtype)
-    _follow_torch_threads()
-    _grad(_np(grad_loss).astype(np.float64), lp, _np(targets), _np(input_lengths), _np(target_lengths), blank,
+    in_len, tgt_len = _np(input_lengths), _np(target_lengths)
+    _grad(_np(grad_loss).astype(np.float64), lp, _np(targets), in_len, tgt_len, blank, _schedule(in_len, tgt_len),
           _np(alpha_m), _np(alpha_l), out)
     return torch.from_numpy(out)
 
@@ -335,7 +348,7 @@ def hvp(v, grad_loss, log_probs, targets, input_lengths, target_lengths, alpha_m
     lp = _np(log_probs)
     out = np.zeros(lp.shape, dtype=lp.dtype)
     vg = np.zeros(lp.shape[1])
-    _follow_torch_threads()
-    _hvp(_np(v.to(log_probs.dtype)), _np(grad_loss).astype(np.float64), lp, _np(targets), _np(input_lengths),
-         _np(target_lengths), blank, _np(alpha_m), _np(alpha_l), out, vg)
+    in_len, tgt_len = _np(input_lengths), _np(target_lengths)
+    _hvp(_np(v.to(log_probs.dtype)), _np(grad_loss).astype(np.float64), lp, _np(targets), in_len, tgt_len, blank,
+         _schedule(in_len, tgt_len), _np(alpha_m), _np(alpha_l), out, vg)
     return torch.from_numpy(out), torch.from_numpy(vg).to(log_probs.dtype)
