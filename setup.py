@@ -31,14 +31,15 @@ def extension_build():
         return [], {}
 
     class OptionalBuildExtension(BuildExtension):
-        def build_extension(self, ext):
+        def build_extensions(self):
             try:
-                super().build_extension(ext)
-            except Exception as err:  # a missing compiler must not stop the install
+                super().build_extensions()
+            except Exception as err:  # a missing or broken compiler must not stop the install
                 if os.environ.get("METARECIPE_REQUIRE_EXT") == "1":
                     raise
                 warnings.warn(f"metarecipe._C failed to build ({err}); kernels fall back to numba and torch",
                               stacklevel=2)
+                self.extensions = []  # nothing to copy or install
 
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
     cxx_flags = ["-O3", "-fopenmp", "-std=c++20"]

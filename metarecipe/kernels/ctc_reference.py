@@ -23,7 +23,7 @@ def _logsumexp(stacked: torch.Tensor) -> torch.Tensor:
     return torch.where(positive, torch.log(safe) + shift, neg_inf)
 
 
-def extended_targets(targets: torch.Tensor, target_lengths: torch.Tensor, blank: int):
+def extended_targets(targets: torch.Tensor, blank: int):
     """Lattice of each sample: labels (B, 2S+1) as blank, l1, blank, ..., and skip (B, 2S+1), True where a
     state may be entered from two states back (a label differing from the label before it)."""
     batch, max_len = targets.shape
@@ -46,7 +46,7 @@ def ctc_losses(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: to
     if num_frames == 0:
         no_frames = torch.where(target_lengths == 0, 0.0, float("inf"))
         return no_frames.to(log_probs.dtype) + log_probs.sum() * 0
-    labels, skip = extended_targets(targets, target_lengths, blank)
+    labels, skip = extended_targets(targets, blank)
     num_states = labels.shape[1]
     emit = log_probs.gather(2, labels.unsqueeze(0).expand(num_frames, -1, -1))  # (T, B, 2S+1)
     neg_inf = torch.tensor(float("-inf"), dtype=log_probs.dtype, device=log_probs.device)
