@@ -55,6 +55,8 @@ def median_ms(fn, repeats):
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return 1e3 * statistics.median(times)
 
@@ -86,13 +88,15 @@ def measure(loss_fn, inputs, repeats, second_order):
     return row
 
 
-def run(backends, threads_list, repeats, sizes):
+def run(backends, threads_list, repeats, sizes, device="cpu"):
     records = []
     for batch, frames, labels, vocab, variable in sizes:
         inputs = make_inputs(batch, frames, labels, vocab, variable)
+        inputs = (inputs[0].detach().to(device).requires_grad_(), inputs[1].to(device), *inputs[2:])
         for threads in threads_list:
             torch.set_num_threads(threads)
-            size = {"B": batch, "T": frames, "U": labels, "V": vocab, "variable_lengths": variable, "threads": threads}
+            size = {"B": batch, "T": frames, "U": labels, "V": vocab, "variable_lengths": variable, "threads": threads,
+                    "device": device}
             peer = measure(lambda *a: F.ctc_loss(*a, reduction="sum"), inputs, repeats, second_order=False)
             records.append({**size, "impl": "torch.nn.functional", **peer})
             for name in backends:
@@ -125,15 +129,17 @@ def print_table(records):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backends", nargs="+", default=[b for b in available_backends() if b != "cuda"],
-                        help="backends to measure (default: every CPU backend of this install)")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for the CUDA backend beside cuDNN/torch")
+    parser.add_argument("--backends", nargs="+",
+                        help="backends to measure (default: every backend of this install for --device)")
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="only the two smallest sizes")
     parser.add_argument("--json", metavar="PATH", help="also write the records as JSON")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore", UserWarning)
-    records = run(args.backends, args.threads, args.repeats, SIZES[:2] if args.quick else SIZES)
+    backends = args.backends or [b for b in available_backends() if (b == "cuda") == (args.device == "cuda")]
+    records = run(backends, args.threads, args.repeats, SIZES[:2] if args.quick else SIZES, args.device)
     print_table(records)
     if args.json:
         with open(args.json, "w") as f:
