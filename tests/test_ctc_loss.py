@@ -169,6 +169,7 @@ def _good_args():
 @pytest.mark.parametrize("change, message", [
     ({"log_probs": torch.randn(10, 2, 5).half()}, "log_probs must be a float32 or float64"),
     ({"log_probs": torch.randn(10, 2, 5, 1)}, "log_probs must be (T, B, V)"),
+    ({"log_probs": torch.randn(0, 2, 5), "input_lengths": [0, 0]}, "log_probs must have at least one frame"),
     ({"input_lengths": [10, -1]}, "input_lengths[1] = -1 is negative"),
     ({"input_lengths": [11, 8]}, "input_lengths[0] = 11 exceeds the 10 frames"),
     ({"input_lengths": [10]}, "input_lengths must have shape (2,)"),

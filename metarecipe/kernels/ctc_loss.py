@@ -88,6 +88,8 @@ def prepare(log_probs, targets, input_lengths, target_lengths, blank: int, reduc
     batched = log_probs.dim() == 3
     lp = log_probs if batched else log_probs.unsqueeze(1)
     num_frames, batch, vocab = lp.shape
+    if num_frames == 0 or vocab == 0:
+        raise ValueError(f"log_probs must have at least one frame and one token, got shape {tuple(log_probs.shape)}")
     if not isinstance(blank, int) or not 0 <= blank < vocab:
         raise ValueError(f"blank must be an int in [0, {vocab}), got {blank!r}")
     in_len = _lengths(input_lengths, "input_lengths", batch)
@@ -172,7 +174,8 @@ def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths, targ
     input_lengths, target_lengths (B,). ``backend``: None for the fastest on the device of log_probs, or one of
     ``available_backends()``. Returns (B,) for reduction "none" (a scalar when unbatched), else a scalar:
     "mean" divides each loss by its target length (at least 1) and averages, as torch does. Samples with no
-    alignment give inf (0 and zero gradient with ``zero_infinity``).
+    alignment give inf (0 with ``zero_infinity``) and a zero gradient either way (torch's is NaN without
+    ``zero_infinity``).
     """
     batch = prepare(log_probs, targets, input_lengths, target_lengths, blank, reduction)
     name = backends.select_backend("ctc_loss", batch.log_probs.device, backend)

@@ -39,13 +39,10 @@ def ctc_losses(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: to
                target_lengths: torch.Tensor, blank: int) -> torch.Tensor:
     """Per-sample negative log-likelihood -log Z (B,), +inf where no alignment exists.
 
-    log_probs (T, B, V) any real values (no normalisation assumed); targets (B, S) padded;
+    log_probs (T >= 1, B, V) any real values (no normalisation assumed); targets (B, S) padded;
     input_lengths, target_lengths (B,) int64 on the device of log_probs.
     """
     num_frames, batch, _ = log_probs.shape
-    if num_frames == 0:
-        no_frames = torch.where(target_lengths == 0, 0.0, float("inf"))
-        return no_frames.to(log_probs.dtype) + log_probs.sum() * 0
     labels, skip = extended_targets(targets, blank)
     num_states = labels.shape[1]
     emit = log_probs.gather(2, labels.unsqueeze(0).expand(num_frames, -1, -1))  # (T, B, 2S+1)
