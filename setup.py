@@ -70,7 +70,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["metarecipe", "metarecipe.*"]),
-    install_requires=["torch>=2.1", "numpy", "numba>=0.58"],
+    install_requires=["torch>=2.1", "numpy", "numba>=0.58", "soundfile>=0.12", "soxr>=0.3"],
     extras_require={"test": ["pytest", "ruff"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
