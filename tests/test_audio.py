@@ -45,7 +45,7 @@ def file_with(directory, name, content):
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda d: str(d / "missing.wav"), "missing.wav: "),
+    (lambda d: str(d / "missing.wav"), "missing.wav: no such file"),
     (lambda d: file_with(d, "empty.wav", b""), "cannot decode audio"),
     (lambda d: file_with(d, "junk.mp3", b"ID3" + bytes(range(256)) * 8), "cannot decode audio"),
     (lambda d: "false |", "command 'false |' exited with status 1"),

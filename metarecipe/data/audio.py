@@ -9,6 +9,7 @@ Resampling uses soxr (the SoX resampler, high quality).
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 
 import numpy as np
@@ -36,9 +37,12 @@ def _decode(source, name: str, start: float, end: float) -> tuple[np.ndarray, in
             samples = f.read(count, dtype="float32", always_2d=True)
     except soundfile.LibsndfileError as err:
         raise AudioError(f"{name}: cannot decode audio ({err})") from None
-    except OSError as err:
-        raise AudioError(f"{name}: {err.strerror or err}") from None
     return samples, rate
+
+
+def _require_file(path: str) -> None:
+    if not os.path.isfile(path):
+        raise AudioError(f"{path}: no such file")
 
 
 def _run(command: str) -> bytes:
@@ -58,6 +62,7 @@ def read_audio(spec: str, sample_rate: int = 16000, start: float = 0.0, end: flo
     if is_command(spec):
         samples, rate = _decode(io.BytesIO(_run(spec)), spec, start, end)
     else:
+        _require_file(spec)
         samples, rate = _decode(spec, spec, start, end)
     if samples.shape[0] == 0:
         raise AudioError(f"{spec}: no samples" + (f" in [{start}, {end}] s" if start or end >= 0 else ""))
@@ -71,13 +76,11 @@ def duration(spec: str) -> float:
     """Seconds of audio in a wav.scp value (a command is run and decoded in full)."""
     if is_command(spec):
         data = io.BytesIO(_run(spec))
-        name = spec
     else:
-        data, name = spec, spec
+        _require_file(spec)
+        data = spec
     try:
         info = soundfile.info(data)
     except (soundfile.LibsndfileError, RuntimeError) as err:
-        raise AudioError(f"{name}: cannot decode audio ({err})") from None
-    except OSError as err:
-        raise AudioError(f"{name}: {err.strerror or err}") from None
+        raise AudioError(f"{spec}: cannot decode audio ({err})") from None
     return info.frames / info.samplerate
