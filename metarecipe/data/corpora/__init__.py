@@ -1,0 +1,42 @@
+"""Corpus plug-ins: each turns a corpus directory into validated Kaldi data directories.
+
+A plug-in is a function ``prepare(corpus_dir, out_dir, **options) -> dict[str, Path]`` (the data directories
+it wrote, by name such as ``de/train``). Built in: ``commonvoice`` and ``kaldi``. Other packages add their own
+through the Python entry-point group ``metarecipe.corpora``, e.g. in their pyproject.toml:
+
+    [project.entry-points."metarecipe.corpora"]
+    mycorpus = "mypackage.corpus:prepare"
+
+Nothing after data preparation knows which corpus a data directory came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib.metadata import entry_points
+
+ENTRY_POINT_GROUP = "metarecipe.corpora"
+BUILT_IN = {
+    "commonvoice": "metarecipe.data.corpora.commonvoice:prepare",
+    "kaldi": "metarecipe.data.corpora.kaldi:prepare",
+}
+
+
+def _load(target: str) -> Callable:
+    module, _, attr = target.partition(":")
+    return getattr(__import__(module, fromlist=[attr]), attr)
+
+
+def available_corpora() -> list[str]:
+    """Names of the built-in and installed corpus plug-ins."""
+    return sorted(set(BUILT_IN) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+
+
+def get_corpus(name: str) -> Callable:
+    """The prepare function of a corpus plug-in; ValueError naming the installed ones if there is none."""
+    if name in BUILT_IN:
+        return _load(BUILT_IN[name])
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            return ep.load()
+    raise ValueError(f"no corpus plug-in '{name}'; installed: {', '.join(available_corpora())}")
