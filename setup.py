@@ -72,6 +72,7 @@ setup(
     packages=find_packages(include=["metarecipe", "metarecipe.*"]),
     install_requires=["torch>=2.1", "numpy", "numba>=0.58", "soundfile>=0.12", "soxr>=0.3"],
     extras_require={"test": ["pytest", "ruff"]},
+    entry_points={"console_scripts": ["metarecipe=metarecipe.cli.main:main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

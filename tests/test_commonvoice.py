@@ -5,8 +5,7 @@ import pytest
 import soundfile
 
 from metarecipe.data import read_data_dir
-from metarecipe.data.corpora import available_corpora, get_corpus
-from metarecipe.data.corpora.commonvoice import DataPrepError
+from metarecipe.data.corpora import DataPrepError, available_corpora, get_corpus
 
 # column sets of real releases: an old one (no sentence_id, singular accent), one with segment and locale,
 # and the newest layout (sentence_id, sentence_domain, variant)

@@ -22,6 +22,10 @@ BUILT_IN = {
 }
 
 
+class DataPrepError(RuntimeError):
+    """Input that is not what it claims to be, or nothing usable left to prepare."""
+
+
 def _load(target: str) -> Callable:
     module, _, attr = target.partition(":")
     return getattr(__import__(module, fromlist=[attr]), attr)

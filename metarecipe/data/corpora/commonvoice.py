@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from metarecipe.data.audio import AudioError, duration
+from metarecipe.data.corpora import DataPrepError
 from metarecipe.data.datadir import DataDir, write_data_dir
 from metarecipe.text.normalize import normalize
 
@@ -26,10 +27,6 @@ KNOWN_COLUMNS = {"client_id", "path", "sentence_id", "sentence", "sentence_domai
                  "age", "gender", "accent", "accents", "variant", "locale", "segment"}
 SPLITS = ("train", "dev", "test")
 MIN_SECONDS = 0.2
-
-
-class DataPrepError(RuntimeError):
-    """Input that is not what it claims to be, or a split with nothing usable left."""
 
 
 def read_tsv(path: Path) -> tuple[list[tuple[int, dict[str, str]]], list[tuple[str, str]], list[str]]:

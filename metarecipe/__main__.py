@@ -1,0 +1,5 @@
+import sys
+
+from metarecipe.cli.main import main
+
+sys.exit(main())

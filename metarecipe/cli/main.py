@@ -1,0 +1,27 @@
+"""Entry point of the `metarecipe` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from metarecipe.cli import prepare_data, validate_data_dir
+
+COMMANDS = {"prepare-data": prepare_data, "validate-data-dir": validate_data_dir}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metarecipe", description="Low-resource ASR by meta-learning.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    for name, module in COMMANDS.items():
+        module.add_parser(sub, name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return COMMANDS[args.command].run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
