@@ -1,0 +1,85 @@
+"""Features: Kaldi fbank, CMVN statistics, parallel extraction to ark/scp that kaldiio reads back, resume."""
+
+import importlib.util
+
+import kaldiio
+import numpy as np
+import pytest
+from test_commonvoice import make_release
+
+from metarecipe.data import read_data_dir
+from metarecipe.data.corpora import get_corpus
+from metarecipe.features import FbankConfig, apply_cmvn, compute_cmvn, compute_fbank, compute_feats
+
+
+def test_fbank_has_kaldi_frame_count_and_is_deterministic():
+    rng = np.random.default_rng(0)
+    samples = (0.1 * rng.standard_normal(16000)).astype(np.float32)
+    feats = compute_fbank(samples)
+    assert feats.shape == (1 + (16000 - 400) // 160, 80) and feats.dtype == np.float32
+    assert np.array_equal(feats, compute_fbank(samples))
+    assert compute_fbank(samples[:300]).shape == (0, 80)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchaudio") is None, reason="torchaudio not installed")
+def test_torchaudio_and_kaldi_native_fbank_agree():
+    pytest.importorskip("torchaudio.compliance.kaldi", exc_type=ImportError)
+    samples = (0.1 * np.random.default_rng(1).standard_normal(24000)).astype(np.float32)
+    assert np.allclose(compute_fbank(samples, backend="torchaudio"), compute_fbank(samples), atol=1e-3)
+
+
+def test_cmvn_statistics_follow_kaldi_layout_and_normalise():
+    rng = np.random.default_rng(2)
+    parts = [rng.normal(3.0, 2.0, (50, 4)), rng.normal(3.0, 2.0, (70, 4))]
+    stats = compute_cmvn(parts)
+    joined = np.concatenate(parts)
+    assert stats.shape == (2, 5) and stats[0, -1] == 120
+    assert np.allclose(stats[0, :-1], joined.sum(0)) and np.allclose(stats[1, :-1], (joined**2).sum(0))
+    normalised = apply_cmvn(joined, stats)
+    assert np.allclose(normalised.mean(0), 0, atol=1e-5) and np.allclose(normalised.std(0), 1, atol=1e-4)
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    written = get_corpus("commonvoice")(make_release(tmp_path / "cv", "cv-21.0"), tmp_path / "data",
+                                        splits=("train",))
+    return written["de/train"]
+
+
+def test_extraction_writes_readable_ark_scp_and_cmvn(data_dir):
+    summary = compute_feats(data_dir, nj=2, progress=False)
+    assert summary == {"utterances": 4, "frames": summary["frames"], "skipped": 0, "jobs_run": 2}
+    feats = dict(kaldiio.load_scp(str(data_dir / "feats.scp")))
+    frames = dict(line.split() for line in (data_dir / "utt2num_frames").read_text().splitlines())
+    assert sorted(feats) == read_data_dir(data_dir).utterances
+    for utt, mat in feats.items():
+        assert mat.shape == (int(frames[utt]), 80) and np.isfinite(mat).all()
+    cmvn = dict(kaldiio.load_scp(str(data_dir / "cmvn.scp")))
+    assert sorted(cmvn) == ["aa11", "bb22"]
+    aa11 = [m for u, m in feats.items() if u.startswith("aa11")]
+    assert np.allclose(cmvn["aa11"], compute_cmvn(aa11))
+
+
+def test_rerun_skips_finished_jobs_and_redoes_the_rest_identically(data_dir):
+    compute_feats(data_dir, nj=2, progress=False)
+    feat_dir = data_dir / "fbank"
+    before = dict(kaldiio.load_scp(str(data_dir / "feats.scp")))
+    stamp = (feat_dir / "raw_fbank.0.ark").stat().st_mtime_ns
+    (feat_dir / "raw_fbank.1.done").unlink()  # as if killed during job 1
+    (feat_dir / "raw_fbank.1.ark").write_bytes(b"partial")
+    assert compute_feats(data_dir, nj=2, progress=False)["jobs_run"] == 1
+    assert (feat_dir / "raw_fbank.0.ark").stat().st_mtime_ns == stamp
+    after = dict(kaldiio.load_scp(str(data_dir / "feats.scp")))
+    assert sorted(after) == sorted(before) and all(np.array_equal(after[u], before[u]) for u in before)
+    assert compute_feats(data_dir, nj=2, progress=False)["jobs_run"] == 0
+
+
+def test_unreadable_audio_is_skipped_listed_and_dropped(data_dir):
+    data = read_data_dir(data_dir)
+    broken = data.utterances[1]
+    with open(data.wav_scp[broken], "r+b") as f:
+        f.write(b"\0" * 4096)
+    summary = compute_feats(data_dir, nj=2, config=FbankConfig(), progress=False)
+    assert summary["skipped"] == 1 and summary["utterances"] == 3
+    assert (data_dir / "fbank" / "skipped.tsv").read_text().startswith(broken + "\t")
+    assert broken not in read_data_dir(data_dir).utterances
