@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from metarecipe.cli import compute_feats, prepare_data, validate_data_dir
+from metarecipe.cli import compute_feats, make_demo_corpus, prepare_data, validate_data_dir
 
-COMMANDS = {"prepare-data": prepare_data, "validate-data-dir": validate_data_dir, "compute-feats": compute_feats}
+COMMANDS = {
+    "make-demo-corpus": make_demo_corpus,
+    "prepare-data": prepare_data,
+    "validate-data-dir": validate_data_dir,
+    "compute-feats": compute_feats,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
