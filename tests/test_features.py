@@ -83,3 +83,24 @@ def test_unreadable_audio_is_skipped_listed_and_dropped(data_dir):
     assert summary["skipped"] == 1 and summary["utterances"] == 3
     assert (data_dir / "fbank" / "skipped.tsv").read_text().startswith(broken + "\t")
     assert broken not in read_data_dir(data_dir).utterances
+
+
+def test_global_cmvn_sums_the_speakers(data_dir):
+    compute_feats(data_dir, nj=1, progress=False)
+    per_speaker = dict(kaldiio.load_scp(str(data_dir / "cmvn.scp")))
+    total = kaldiio.load_mat(str(data_dir / "fbank" / "global_cmvn.mat"))
+    assert np.allclose(total, sum(per_speaker.values()))
+
+
+def test_spec_augment_masks_bands_and_spans_only():
+    from metarecipe.features import SpecAugmentConfig, spec_augment
+
+    feats = np.arange(200 * 80, dtype=np.float32).reshape(200, 80) + 1
+    config = SpecAugmentConfig(freq_masks=1, max_freq_width=10, time_masks=1, max_time_ratio=0.1)
+    out = spec_augment(feats, np.random.default_rng(3), config, fill=0.0)
+    masked = out == 0
+    rows, cols = masked.all(axis=1), masked.all(axis=0)
+    assert cols.sum() <= 10 and rows.sum() <= 20
+    assert np.array_equal(masked, rows[:, None] | cols[None, :])  # whole rows and columns, nothing else
+    assert np.array_equal(out[~masked], feats[~masked])
+    assert np.array_equal(spec_augment(feats, np.random.default_rng(3), config, 0.0), out)  # seeded

@@ -4,7 +4,8 @@ Job j writes <feat_dir>/raw_fbank.<j>.{ark,scp}, utt2num_frames.<j> and skipped.
 names, renames them, and writes its done-marker raw_fbank.<j>.done last: a killed run re-run skips the
 finished jobs and gives the same features. Afterwards the data directory receives feats.scp,
 utt2num_frames and cmvn.scp (per-speaker statistics in <feat_dir>/cmvn.ark); utterances whose audio could
-not be read are listed in <feat_dir>/skipped.tsv and dropped from the data directory.
+not be read are listed in <feat_dir>/skipped.tsv and dropped from the data directory. The statistics of the
+whole set go to <feat_dir>/global_cmvn.mat (Kaldi matrix).
 """
 
 from __future__ import annotations
@@ -128,9 +129,15 @@ def _combine(data: DataDir, data_dir: Path, feat_dir: Path, nj: int, jobs_run: i
     _write_text(data_dir / "feats.scp", "".join(f"{u} {feats[u]}\n" for u in data.utterances))
     _write_text(data_dir / "utt2num_frames", "".join(f"{u} {frames[u]}\n" for u in data.utterances))
     cmvn_ark, cmvn_scp = feat_dir / "cmvn.ark", feat_dir / ".cmvn.scp.tmp"
+    global_stats = 0.0
     with kaldiio.WriteHelper(f"ark,scp:{cmvn_ark},{cmvn_scp}") as writer:
         for speaker, utts in data.spk2utt.items():
-            writer(speaker, compute_cmvn(kaldiio.load_mat(feats[u]) for u in utts))
+            stats = compute_cmvn(kaldiio.load_mat(feats[u]) for u in utts)
+            writer(speaker, stats)
+            global_stats = global_stats + stats
     os.replace(cmvn_scp, data_dir / "cmvn.scp")
+    global_tmp = feat_dir / ".global_cmvn.mat.tmp"
+    kaldiio.save_mat(str(global_tmp), global_stats)
+    os.replace(global_tmp, feat_dir / "global_cmvn.mat")
     return {"utterances": len(data.utterances), "frames": sum(int(frames[u]) for u in data.utterances),
             "skipped": len(skipped), "jobs_run": jobs_run}
