@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from metarecipe.cli import compute_feats, make_demo_corpus, prepare_data, validate_data_dir
+from metarecipe.cli import compute_feats, make_demo_corpus, prepare_data, speed_perturb, validate_data_dir
 
 COMMANDS = {
     "make-demo-corpus": make_demo_corpus,
     "prepare-data": prepare_data,
     "validate-data-dir": validate_data_dir,
+    "speed-perturb": speed_perturb,
     "compute-feats": compute_feats,
 }
 
