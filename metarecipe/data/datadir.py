@@ -110,7 +110,9 @@ def _parse_float(path: Path, key: str, value: str, problems: list[str]) -> float
 
 
 def read_data_dir(directory: str | os.PathLike, validate: bool = True) -> DataDir:
-    """Reads a data directory; with `validate`, raises DataDirError listing every problem found."""
+    """Reads a data directory; with `validate`, raises DataDirError listing every problem found. Without it
+    (for importing foreign directories, then fix_data_dir), format problems are tolerated where parsing allows:
+    the first of duplicate keys is kept and unsorted files are accepted."""
     directory = Path(directory)
     problems: list[str] = []
     if not directory.is_dir():
