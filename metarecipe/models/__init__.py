@@ -1,0 +1,5 @@
+"""CTC acoustic models whose every layer runs N tasks at once from stacked per-task parameters."""
+
+from metarecipe.models.ctc_model import BatchedCTCModel, ModelConfig, parameter_shapes
+
+__all__ = ["BatchedCTCModel", "ModelConfig", "parameter_shapes"]

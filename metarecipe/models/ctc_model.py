@@ -1,0 +1,97 @@
+"""The CTC acoustic model, task-batched: conv 4x subsampling -> BiGRU layers with LayerNorm -> linear head.
+
+`functional_forward(params, feats, lengths)` runs N tasks at once from parameters stacked along a leading task
+dimension (MAML's per-task fast weights); `forward(feats, lengths)` is the ordinary single-task module.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from metarecipe.models import batched_ops as ops
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int
+    num_mel_bins: int = 80
+    conv_channels: int = 32
+    d_model: int = 256
+    gru_hidden: int = 256
+    gru_layers: int = 2
+
+
+def parameter_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every parameter of one task."""
+    freq = cfg.num_mel_bins
+    for _ in range(2):
+        freq = (freq - 3) // 2 + 1
+    shapes = {
+        "conv1_weight": (cfg.conv_channels, 1, 3, 3), "conv1_bias": (cfg.conv_channels,),
+        "conv2_weight": (cfg.conv_channels, cfg.conv_channels, 3, 3), "conv2_bias": (cfg.conv_channels,),
+        "proj_weight": (cfg.conv_channels * freq, cfg.d_model), "proj_bias": (cfg.d_model,),
+    }
+    inputs, h = cfg.d_model, cfg.gru_hidden
+    for layer in range(cfg.gru_layers):
+        for direction in ("fw", "bw"):
+            prefix = f"gru{layer}_{direction}"
+            shapes.update({f"{prefix}_w_ih": (inputs, 3 * h), f"{prefix}_w_hh": (h, 3 * h),
+                           f"{prefix}_b_ih": (3 * h,), f"{prefix}_b_hh": (3 * h,)})
+        shapes.update({f"norm{layer}_weight": (2 * h,), f"norm{layer}_bias": (2 * h,)})
+        inputs = 2 * h
+    shapes.update({"head_weight": (inputs, cfg.vocab_size), "head_bias": (cfg.vocab_size,)})
+    return shapes
+
+
+def initial_value(name: str, shapes: dict[str, tuple[int, ...]], cfg: ModelConfig) -> torch.Tensor:
+    """PyTorch's default initialisation: uniform in +-1/sqrt(fan_in) (GRU: 1/sqrt(hidden)); LayerNorm 1 and 0."""
+    shape = shapes[name]
+    if name.startswith("norm"):
+        return torch.ones(shape) if name.endswith("weight") else torch.zeros(shape)
+    if name.startswith("gru"):
+        fan_in = cfg.gru_hidden
+    else:
+        weight = shapes[name.replace("_bias", "_weight")]
+        fan_in = weight[1] * 9 if name.startswith("conv") else weight[0]
+    bound = 1 / math.sqrt(fan_in)
+    return torch.empty(shape).uniform_(-bound, bound)
+
+
+class BatchedCTCModel(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        shapes = parameter_shapes(config)
+        self.params = nn.ParameterDict({name: nn.Parameter(initial_value(name, shapes, config)) for name in shapes})
+
+    def stacked(self, num_tasks: int) -> dict[str, torch.Tensor]:
+        """The shared parameters expanded to (N, ...) per task, still attached to the module's parameters."""
+        return {name: p.unsqueeze(0).expand(num_tasks, *p.shape) for name, p in self.params.items()}
+
+    def functional_forward(self, params: dict[str, torch.Tensor], feats: torch.Tensor, lengths: torch.Tensor):
+        """feats (N, B, T, F), lengths (N, B) -> log-probabilities (N, B, T', V) and lengths (N, B), T' ~ T/4."""
+        x = feats.unsqueeze(2)  # (N, B, 1, T, F)
+        x = torch.relu(ops.conv2d_stride2(x, params["conv1_weight"], params["conv1_bias"]))
+        x = torch.relu(ops.conv2d_stride2(x, params["conv2_weight"], params["conv2_bias"]))
+        n, b, c, t, f = x.shape
+        x = ops.linear(x.permute(0, 1, 3, 2, 4).reshape(n, b, t, c * f), params["proj_weight"], params["proj_bias"])
+        out_lengths = ops.subsampled_lengths(lengths)
+        for layer in range(self.config.gru_layers):
+            directions = []
+            for direction in ("fw", "bw"):
+                p = f"gru{layer}_{direction}"
+                directions.append(ops.gru_direction(x, out_lengths, params[f"{p}_w_ih"], params[f"{p}_w_hh"],
+                                                    params[f"{p}_b_ih"], params[f"{p}_b_hh"], direction == "bw"))
+            x = ops.layer_norm(torch.cat(directions, dim=-1), params[f"norm{layer}_weight"],
+                               params[f"norm{layer}_bias"])
+        logits = ops.linear(x, params["head_weight"], params["head_bias"])
+        return logits.log_softmax(-1), out_lengths
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor):
+        """One task: feats (B, T, F), lengths (B,) -> log-probabilities (B, T', V) and lengths (B,)."""
+        log_probs, out_lengths = self.functional_forward(self.stacked(1), feats.unsqueeze(0), lengths.unsqueeze(0))
+        return log_probs[0], out_lengths[0]
