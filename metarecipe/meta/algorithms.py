@@ -1,0 +1,112 @@
+"""Meta-learning algorithms behind one interface: `meta_gradient(model, batch) -> (query loss, gradients)`.
+
+Every algorithm adapts all N tasks of a meta-batch at once (task-batched parameters, one batched computation)
+and returns the gradient of its meta-objective with respect to the shared initial parameters (and its own
+meta-parameters: Meta-SGD's learning rates). An outer optimiser then steps on them.
+
+- maml: inner SGD steps with create_graph, the exact second-order meta-gradient.
+- fomaml: the same steps without differentiating through them (first-order approximation).
+- reptile: inner steps on the support set; the meta-gradient is theta - mean over tasks of adapted theta.
+- metasgd: MAML with a learned learning rate per parameter element, meta-learned too.
+- anil: MAML whose inner loop adapts only the output head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from metarecipe.meta.tasks import MetaBatch, TaskSet, task_losses
+
+
+@dataclass(frozen=True)
+class InnerLoop:
+    lr: float = 0.1
+    steps: int = 1
+    backend: str | None = None  # CTC kernel backend
+
+
+class MetaAlgorithm(nn.Module):
+    """Base: subclasses set `second_order` and may restrict `adapted` parameter names."""
+
+    second_order = True
+
+    def __init__(self, model, inner: InnerLoop):
+        super().__init__()
+        self.model, self.inner = model, inner
+
+    def adapted(self, name: str) -> bool:
+        return True
+
+    def inner_update(self, name: str, param: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        return param - self.inner.lr * grad
+
+    def adapt(self, support: TaskSet, create_graph: bool) -> dict[str, torch.Tensor]:
+        """Per-task parameters (N, ...) after the inner loop on the support sets."""
+        params = self.model.stacked(support.num_tasks)
+        names = [n for n in params if self.adapted(n)]
+        for _ in range(self.inner.steps):
+            loss = task_losses(self.model, params, support, self.inner.backend).sum()  # tasks are independent
+            grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph)
+            for name, grad in zip(names, grads, strict=True):
+                params[name] = self.inner_update(name, params[name], grad if create_graph else grad.detach())
+        return params
+
+    def meta_parameters(self) -> list[nn.Parameter]:
+        return list(self.model.params.values()) + [p for n, p in self.named_parameters() if not n.startswith("model.")]
+
+    def meta_gradient(self, batch: MetaBatch) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(mean query loss, gradients of it for meta_parameters())."""
+        params = self.adapt(batch.support, create_graph=self.second_order)
+        query = task_losses(self.model, params, batch.query, self.inner.backend).mean()
+        return query.detach(), list(torch.autograd.grad(query, self.meta_parameters(), allow_unused=True))
+
+
+class MAML(MetaAlgorithm):
+    second_order = True
+
+
+class FOMAML(MetaAlgorithm):
+    second_order = False
+
+
+class ANIL(MetaAlgorithm):
+    second_order = True
+
+    def adapted(self, name: str) -> bool:
+        return name.startswith("head_")
+
+
+class MetaSGD(MetaAlgorithm):
+    """Inner step theta - alpha * grad with alpha (one per parameter element) meta-learned."""
+
+    def __init__(self, model, inner: InnerLoop):
+        super().__init__(model, inner)
+        self.alphas = nn.ParameterDict({n: nn.Parameter(torch.full_like(p, inner.lr))
+                                        for n, p in model.params.items()})
+
+    def inner_update(self, name, param, grad):
+        return param - self.alphas[name] * grad
+
+
+class Reptile(MetaAlgorithm):
+    second_order = False
+
+    def meta_gradient(self, batch: MetaBatch) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(mean support loss after adaptation, theta - mean adapted theta)."""
+        params = self.adapt(batch.support, create_graph=False)
+        with torch.no_grad():
+            loss = task_losses(self.model, params, batch.support, self.inner.backend).mean()
+            grads = [p - params[n].mean(dim=0) for n, p in self.model.params.items()]
+        return loss, grads
+
+
+ALGORITHMS = {"maml": MAML, "fomaml": FOMAML, "anil": ANIL, "metasgd": MetaSGD, "reptile": Reptile}
+
+
+def make_algorithm(name: str, model, inner: InnerLoop) -> MetaAlgorithm:
+    if name not in ALGORITHMS:
+        raise ValueError(f"unknown meta-learning algorithm '{name}'; choose from {sorted(ALGORITHMS)}")
+    return ALGORITHMS[name](model, inner)

@@ -1,0 +1,40 @@
+"""A meta-batch: N tasks, each with a support and a query set, padded to common shapes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from metarecipe.kernels import ctc_loss
+
+
+@dataclass
+class TaskSet:
+    """feats (N, B, T, F), lengths (N, B), targets (N, B, U) padded, target_lengths (N, B)."""
+
+    feats: torch.Tensor
+    lengths: torch.Tensor
+    targets: torch.Tensor
+    target_lengths: torch.Tensor
+
+    @property
+    def num_tasks(self) -> int:
+        return self.feats.shape[0]
+
+
+@dataclass
+class MetaBatch:
+    support: TaskSet
+    query: TaskSet
+
+
+def task_losses(model, params: dict[str, torch.Tensor], tasks: TaskSet, backend: str | None = None) -> torch.Tensor:
+    """CTC loss of every task (N,): the mean over its utterances of loss / target length (torch's "mean")."""
+    log_probs, out_lengths = model.functional_forward(params, tasks.feats, tasks.lengths)
+    n, b, t, v = log_probs.shape
+    losses = ctc_loss(log_probs.reshape(n * b, t, v).transpose(0, 1), tasks.targets.reshape(n * b, -1),
+                      out_lengths.reshape(-1), tasks.target_lengths.reshape(-1), reduction="none",
+                      zero_infinity=True, backend=backend)
+    per_utt = losses / tasks.target_lengths.reshape(-1).clamp(min=1).to(losses.dtype)
+    return per_utt.reshape(n, b).mean(dim=1)
