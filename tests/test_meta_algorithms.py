@@ -115,3 +115,28 @@ def test_anil_equals_metasgd_with_zero_rates_outside_the_head(setup):
 def test_unknown_algorithm_is_named():
     with pytest.raises(ValueError, match="unknown meta-learning algorithm 'mamal'"):
         make_algorithm("mamal", BatchedCTCModel(TINY), InnerLoop())
+
+
+def test_multi_step_loss_averages_the_query_loss_after_every_step(setup):
+    model, batch = setup
+    loss, grads = make_algorithm("maml", model, InnerLoop(lr=LR, steps=2, backend="cpp", multi_step_loss=True)
+                                 ).meta_gradient(batch)
+    algo = make_algorithm("maml", model, InnerLoop(lr=LR, steps=2, backend="cpp"))
+    steps = algo.adapt_steps(batch.support, create_graph=True)
+    expected = sum(task_losses(model, p, batch.query, "cpp").mean() for p in steps) / 2
+    assert torch.isclose(loss, expected.detach())
+    for g, e in zip(grads, torch.autograd.grad(expected, list(model.params.values())), strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-12)
+
+
+def test_multilingual_is_joint_training_on_support_and_query(setup):
+    model, batch = setup
+    loss, grads = make_algorithm("multilingual", model, InnerLoop(backend="cpp")).meta_gradient(batch)
+    expected = 0
+    for i in range(2):
+        params = dict(model.params.items())
+        expected = expected + (single_loss(model, params, one_task(batch.support, i), "cpp")
+                               + single_loss(model, params, one_task(batch.query, i), "cpp")) / 4
+    assert torch.isclose(loss, expected.detach())
+    for g, e in zip(grads, torch.autograd.grad(expected, list(model.params.values())), strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-12)

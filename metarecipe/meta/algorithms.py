@@ -9,6 +9,10 @@ meta-parameters: Meta-SGD's learning rates). An outer optimiser then steps on th
 - reptile: inner steps on the support set; the meta-gradient is theta - mean over tasks of adapted theta.
 - metasgd: MAML with a learned learning rate per parameter element, meta-learned too.
 - anil: MAML whose inner loop adapts only the output head.
+- multilingual: no inner loop; the gradient of the loss on support and query sets at theta (joint training
+  on the source tasks, fine-tuned afterwards).
+With `InnerLoop(multi_step_loss=True)` MAML-family algorithms average the query loss after every inner step
+(MAML++, Antoniou et al. 2019) instead of taking it after the last one only.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ class InnerLoop:
     lr: float = 0.1
     steps: int = 1
     backend: str | None = None  # CTC kernel backend
+    multi_step_loss: bool = False
 
 
 class MetaAlgorithm(nn.Module):
@@ -43,24 +48,32 @@ class MetaAlgorithm(nn.Module):
     def inner_update(self, name: str, param: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         return param - self.inner.lr * grad
 
-    def adapt(self, support: TaskSet, create_graph: bool) -> dict[str, torch.Tensor]:
-        """Per-task parameters (N, ...) after the inner loop on the support sets."""
+    def adapt_steps(self, support: TaskSet, create_graph: bool) -> list[dict[str, torch.Tensor]]:
+        """Per-task parameters (N, ...) after each inner step on the support sets (the last is the result)."""
         params = self.model.stacked(support.num_tasks)
         names = [n for n in params if self.adapted(n)]
+        history = []
         for _ in range(self.inner.steps):
             loss = task_losses(self.model, params, support, self.inner.backend).sum()  # tasks are independent
             grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph)
+            params = dict(params)
             for name, grad in zip(names, grads, strict=True):
                 params[name] = self.inner_update(name, params[name], grad if create_graph else grad.detach())
-        return params
+            history.append(params)
+        return history
+
+    def adapt(self, support: TaskSet, create_graph: bool) -> dict[str, torch.Tensor]:
+        """Per-task parameters (N, ...) after the inner loop on the support sets."""
+        return self.adapt_steps(support, create_graph)[-1]
 
     def meta_parameters(self) -> list[nn.Parameter]:
         return list(self.model.params.values()) + [p for n, p in self.named_parameters() if not n.startswith("model.")]
 
     def meta_gradient(self, batch: MetaBatch) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(mean query loss, gradients of it for meta_parameters())."""
-        params = self.adapt(batch.support, create_graph=self.second_order)
-        query = task_losses(self.model, params, batch.query, self.inner.backend).mean()
+        steps = self.adapt_steps(batch.support, create_graph=self.second_order)
+        scored = steps if self.inner.multi_step_loss else steps[-1:]
+        query = sum(task_losses(self.model, p, batch.query, self.inner.backend).mean() for p in scored) / len(scored)
         return query.detach(), list(torch.autograd.grad(query, self.meta_parameters(), allow_unused=True))
 
 
@@ -103,7 +116,17 @@ class Reptile(MetaAlgorithm):
         return loss, grads
 
 
-ALGORITHMS = {"maml": MAML, "fomaml": FOMAML, "anil": ANIL, "metasgd": MetaSGD, "reptile": Reptile}
+class Multilingual(MetaAlgorithm):
+    """Joint training on the source tasks: no inner loop, the loss of support and query sets at theta."""
+
+    def meta_gradient(self, batch: MetaBatch) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        params = self.model.stacked(batch.support.num_tasks)
+        loss = sum(task_losses(self.model, params, s, self.inner.backend).mean() for s in (batch.support, batch.query))
+        return loss.detach() / 2, list(torch.autograd.grad(loss / 2, self.meta_parameters()))
+
+
+ALGORITHMS = {"maml": MAML, "fomaml": FOMAML, "anil": ANIL, "metasgd": MetaSGD, "reptile": Reptile,
+              "multilingual": Multilingual}
 
 
 def make_algorithm(name: str, model, inner: InnerLoop) -> MetaAlgorithm:
