@@ -30,7 +30,8 @@ def one_task(tasks, i):
 
 
 def single_loss(model, params, tasks, backend="torch"):
-    return task_losses(model, {k: v.unsqueeze(0) for k, v in params.items()}, tasks, backend)[0]
+    """One task's loss through the op-by-op (twice differentiable) recurrences: the reference path."""
+    return task_losses(model, {k: v.unsqueeze(0) for k, v in params.items()}, tasks, backend, True)[0]
 
 
 def test_maml_meta_gradient_equals_torch_func(setup):
