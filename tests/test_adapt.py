@@ -1,0 +1,59 @@
+"""Adaptation on a budget of minutes: early stopping on held-out data, the algorithms' own update rules."""
+
+import numpy as np
+import pytest
+import torch
+from test_commonvoice import make_release
+
+from metarecipe.data import read_data_dir
+from metarecipe.data.corpora import get_corpus
+from metarecipe.features import compute_feats
+from metarecipe.meta.adapt import AdaptConfig, adapt, budget_split
+from metarecipe.meta.sampling import load_pools
+from metarecipe.models import BatchedCTCModel, ModelConfig
+from metarecipe.text.tokens import TokenTable
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("adapt")
+    written = get_corpus("commonvoice")(make_release(tmp / "cv", "cv-21.0"), tmp / "data", splits=("train",))
+    compute_feats(written["de/train"], nj=1, progress=False)
+    tokens = TokenTable.from_texts(read_data_dir(written["de/train"]).text.values())
+    return tokens, load_pools([written["de/train"]], tokens)["de"]
+
+
+def small_model(tokens, seed=0):
+    torch.manual_seed(seed)
+    return BatchedCTCModel(ModelConfig(vocab_size=len(tokens), conv_channels=4, d_model=16, gru_hidden=8,
+                                       gru_layers=1))
+
+
+def test_adaptation_keeps_the_best_held_out_parameters(target):
+    tokens, pool = target
+    model = small_model(tokens)
+    result = adapt(model, pool, AdaptConfig(minutes=0.035, lr=0.5, max_steps=30, batch_utts=2, eval_every=2))
+    losses = [loss for _, loss in result.history]
+    assert min(losses) < losses[0]  # adaptation helps on data it did not train on
+    assert 0 < result.held_out_seconds < result.train_seconds + result.held_out_seconds <= 0.035 * 60 + 0.7
+    changed = any(not torch.equal(result.params[n], p.detach()) for n, p in model.params.items())
+    assert changed
+
+
+def test_head_rule_adapts_only_the_head_and_equals_metasgd_with_zero_rates_elsewhere(target):
+    tokens, pool = target
+    model = small_model(tokens, seed=1)
+    config = AdaptConfig(minutes=0.035, lr=0.3, max_steps=6, batch_utts=2, eval_every=3, patience=10)
+    head = adapt(model, pool, config, rule="head")
+    for name, p in model.params.items():
+        assert torch.equal(head.params[name], p.detach()) == (not name.startswith("head_"))
+    alphas = {n: torch.full_like(p, 0.3 if n.startswith("head_") else 0.0) for n, p in model.params.items()}
+    metasgd = adapt(model, pool, config, rule="metasgd", alphas=alphas)
+    for name in model.params:
+        torch.testing.assert_close(metasgd.params[name], head.params[name])
+
+
+def test_budget_beyond_the_data_is_a_clear_error(target):
+    _, pool = target
+    with pytest.raises(ValueError, match="budget of 5 min exceeds the 0.04 min of target training data"):
+        budget_split(pool, AdaptConfig(minutes=5), np.random.default_rng(0))
