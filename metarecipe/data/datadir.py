@@ -185,6 +185,12 @@ def validate_data_dir(data: DataDir, where: str = "data dir") -> list[str]:
     return problems
 
 
+def read_key_values(path: str | os.PathLike) -> dict[str, str]:
+    """A `key value` file (scp, utt2num_frames, utt2<key>, skipped.tsv) as a dict; blank lines ignored."""
+    text = Path(path).read_text(encoding="utf-8")
+    return dict(line.split(maxsplit=1) for line in text.splitlines() if line)
+
+
 def _write_lines(path: Path, lines: list[str]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8", newline="\n") as f:

@@ -21,7 +21,7 @@ import kaldiio
 from tqdm import tqdm
 
 from metarecipe.data.audio import AudioError, read_audio
-from metarecipe.data.datadir import DataDir, read_data_dir, subset_data_dir, write_data_dir
+from metarecipe.data.datadir import DataDir, read_data_dir, read_key_values, subset_data_dir, write_data_dir
 from metarecipe.features.cmvn import compute_cmvn
 from metarecipe.features.fbank import FbankConfig, compute_fbank
 
@@ -108,18 +108,13 @@ def compute_feats(data_dir, feat_dir=None, nj: int = 2, config: FbankConfig | No
     return _combine(data, data_dir, feat_dir, nj, len(pending))
 
 
-def _read_pairs(path: Path) -> dict[str, str]:
-    text = path.read_text(encoding="utf-8")
-    return dict(line.split(maxsplit=1) for line in text.splitlines() if line)
-
-
 def _combine(data: DataDir, data_dir: Path, feat_dir: Path, nj: int, jobs_run: int) -> dict:
     """Joins the jobs' outputs into the data directory and writes per-speaker CMVN statistics."""
     feats, frames, skipped = {}, {}, {}
     for j in range(nj):
-        feats.update(_read_pairs(feat_dir / f"raw_fbank.{j}.scp"))
-        frames.update(_read_pairs(feat_dir / f"utt2num_frames.{j}"))
-        skipped.update(_read_pairs(feat_dir / f"skipped.{j}.tsv"))
+        feats.update(read_key_values(feat_dir / f"raw_fbank.{j}.scp"))
+        frames.update(read_key_values(feat_dir / f"utt2num_frames.{j}"))
+        skipped.update(read_key_values(feat_dir / f"skipped.{j}.tsv"))
     if not feats:
         raise RuntimeError(f"{data_dir}: no utterance gave features (see {feat_dir}/skipped.tsv)")
     _write_text(feat_dir / "skipped.tsv", "".join(f"{u}\t{r}\n" for u, r in sorted(skipped.items())))

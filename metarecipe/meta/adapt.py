@@ -39,7 +39,7 @@ class AdaptResult:
 
 def budget_split(pool: list[Utterance], config: AdaptConfig, rng: np.random.Generator):
     """(train, held-out) utterances drawn from `minutes` of the pool; ValueError if the pool is smaller."""
-    available = sum(u.frames for u in pool) / 100 / 60
+    available = sum(u.seconds for u in pool) / 60
     if config.minutes > available:
         raise ValueError(f"adaptation budget of {config.minutes:g} min exceeds the {available:.2f} min of target "
                          "training data")
@@ -69,8 +69,7 @@ def adapt(model, pool: list[Utterance], config: AdaptConfig, rule: str = "sgd", 
             return float(task_losses(model, {n: v.unsqueeze(0) for n, v in p.items()}, held_set, backend)[0])
 
     best, best_loss = {n: v.clone() for n, v in params.items()}, held_out_loss(params)
-    result = AdaptResult(best, [(0, best_loss)], sum(u.frames for u in train) / 100,
-                         sum(u.frames for u in held_out) / 100)
+    result = AdaptResult(best, [(0, best_loss)], sum(u.seconds for u in train), sum(u.seconds for u in held_out))
     stale = 0
     for step in range(1, config.max_steps + 1):
         batch = [train[i] for i in rng.choice(len(train), size=min(config.batch_utts, len(train)), replace=False)]

@@ -13,11 +13,12 @@ import kaldiio
 import numpy as np
 import torch
 
-from metarecipe.data.datadir import read_data_dir
+from metarecipe.data.datadir import read_data_dir, read_key_values
 from metarecipe.meta.tasks import TaskSet
 from metarecipe.text.tokens import TokenTable
 
 STRATEGIES = ("uniform", "proportional", "temperature")
+FRAME_SHIFT = 0.01  # seconds per feature frame
 
 
 @dataclass
@@ -27,9 +28,9 @@ class Utterance:
     frames: int
     targets: list[int]
 
-
-def _read_map(path: Path) -> dict[str, str]:
-    return dict(line.split(maxsplit=1) for line in path.read_text(encoding="utf-8").splitlines() if line)
+    @property
+    def seconds(self) -> float:
+        return self.frames * FRAME_SHIFT
 
 
 def load_pools(data_dirs, tokens: TokenTable, group_by: str = "lang") -> dict[str, list[Utterance]]:
@@ -40,9 +41,9 @@ def load_pools(data_dirs, tokens: TokenTable, group_by: str = "lang") -> dict[st
         for needed in ("feats.scp", "utt2num_frames"):
             if not (data_dir / needed).exists():
                 raise FileNotFoundError(f"{data_dir / needed}: missing; run `metarecipe compute-feats {data_dir}`")
-        feats, frames = _read_map(data_dir / "feats.scp"), _read_map(data_dir / "utt2num_frames")
+        feats, frames = read_key_values(data_dir / "feats.scp"), read_key_values(data_dir / "utt2num_frames")
         groups = data.utt2lang if group_by == "lang" else (data.utt2spk if group_by == "spk" else
-                                                          _read_map(data_dir / f"utt2{group_by}"))
+                                                          read_key_values(data_dir / f"utt2{group_by}"))
         for utt in data.utterances:
             pools.setdefault(groups[utt], []).append(Utterance(utt, feats[utt], int(frames[utt]),
                                                                tokens.encode(data.text[utt])))
@@ -68,8 +69,8 @@ class TaskSampler:
         return list(rng.choice(self.names, size=num_tasks, replace=replace, p=self.probabilities))
 
 
-def draw_seconds(pool: list[Utterance], seconds: float, rng: np.random.Generator, exclude=frozenset(),
-                 frame_shift: float = 0.01) -> list[Utterance]:
+def draw_seconds(pool: list[Utterance], seconds: float, rng: np.random.Generator,
+                 exclude=frozenset()) -> list[Utterance]:
     """Random utterances of the pool, not in `exclude`, until `seconds` of speech are reached."""
     chosen, total = [], 0.0
     for index in rng.permutation(len(pool)):
@@ -77,7 +78,7 @@ def draw_seconds(pool: list[Utterance], seconds: float, rng: np.random.Generator
         if utt.utt in exclude:
             continue
         chosen.append(utt)
-        total += utt.frames * frame_shift
+        total += utt.seconds
         if total >= seconds:
             break
     return chosen
