@@ -2,6 +2,7 @@
 #include <torch/extension.h>
 
 #include "ctc_loss.h"
+#include "gru.h"
 
 namespace metarecipe {
 namespace {
@@ -52,5 +53,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("built_with_cuda", &metarecipe::built_with_cuda);
   m.def("ctc_forward", &metarecipe::ctc_forward, "CTC forward: (log_z, alpha_m, alpha_l)");
   m.def("ctc_grad", &metarecipe::ctc_grad, "gradient of the CTC loss w.r.t. log_probs, scaled by grad_loss");
+  m.def("gru_forward", &metarecipe::gru_forward_cpu, "task-batched GRU forward: (outputs, cache)");
+  m.def("gru_backward", &metarecipe::gru_backward_cpu, "GRU backward: (d gates_x, d w, d b, gbar)");
+  m.def("gru_double_backward", &metarecipe::gru_double_backward_cpu,
+        "backward of gru_backward: cotangents of (grad_out, gates_x, w, b)");
   m.def("ctc_hvp", &metarecipe::ctc_hvp, "backward of ctc_grad: (grad_loss * H v, -<gamma, v>)");
 }

@@ -53,35 +53,13 @@ def test_batched_forward_and_backward_equal_a_loop_over_tasks(num_tasks):
             torch.testing.assert_close(p.grad[0], params[name].grad[task], rtol=1e-5, atol=1e-5)
 
 
-def test_module_forward_trains_with_second_order_ctc():
+def test_module_forward_is_twice_differentiable_through_ctc():
     torch.manual_seed(0)
     model = BatchedCTCModel(SMALL).double()
     feats, lengths = torch.randn(3, 40, 20, dtype=torch.float64), torch.tensor([40, 33, 28])
     targets, target_lengths = torch.randint(1, 12, (3, 3)), torch.tensor([3, 2, 3])
-    log_probs, out_lengths = model(feats, lengths, twice_differentiable=True)
+    log_probs, out_lengths = model(feats, lengths)
     loss = ctc_loss(log_probs.transpose(0, 1), targets, out_lengths, target_lengths)
     grads = torch.autograd.grad(loss, list(model.params.values()), create_graph=True)
     second = torch.autograd.grad(sum((g**2).sum() for g in grads), list(model.params.values()))
-    assert all(torch.isfinite(g).all() for g in second)
-    # the default, first-order recurrence refuses a second derivative instead of giving a wrong one
-    log_probs, out_lengths = model(feats, lengths)
-    loss = ctc_loss(log_probs.transpose(0, 1), targets, out_lengths, target_lengths)
-    with pytest.raises(RuntimeError, match="twice_differentiable=True"):
-        torch.autograd.grad(loss, list(model.params.values()), create_graph=True)
-
-
-@pytest.mark.parametrize("reverse", [False, True])
-def test_first_order_gru_recurrence_matches_the_differentiable_one(reverse):
-    gen = torch.Generator().manual_seed(int(reverse))
-    x = torch.randn(3, 4, 11, 5, generator=gen, dtype=torch.float64)
-    lengths = torch.randint(1, 12, (3, 4), generator=gen)
-    weights = [torch.randn(*shape, generator=gen, dtype=torch.float64, requires_grad=True)
-               for shape in ((3, 5, 18), (3, 6, 18), (3, 18), (3, 18))]
-    direction = torch.randn(3, 4, 11, 6, generator=gen, dtype=torch.float64)
-    results = []
-    for twice in (True, False):
-        out = ops.gru_direction(x, lengths, *weights, reverse, twice_differentiable=twice)
-        results.append((out, torch.autograd.grad((out * direction).sum(), weights)))
-    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-12, atol=1e-12)
-    for fast, reference in zip(results[1][1], results[0][1], strict=True):
-        torch.testing.assert_close(fast, reference, rtol=1e-10, atol=1e-12)
+    assert all(torch.isfinite(g).all() for g in second) and any(g.abs().sum() > 0 for g in second)

@@ -183,7 +183,7 @@ def _good_args():
     ({"targets": torch.tensor([[1, 2]])}, "targets has 1 rows but log_probs a batch of 2"),
     ({"blank": 5}, "blank must be an int in [0, 5)"),
     ({"reduction": "avg"}, "reduction must be one of"),
-    ({"backend": "tpu"}, "backend must be one of"),
+    ({"backend": "tpu"}, "backend for ctc_loss must be one of"),
 ])
 def test_bad_arguments_raise_value_error_naming_them(change, message):
     args = {**_good_args(), **change}

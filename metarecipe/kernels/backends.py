@@ -65,27 +65,29 @@ def _warn_once(kernel: str, chosen: str, reason: str) -> None:
         warnings.warn(f"metarecipe: {kernel} falls back to the {chosen} backend: {reason}", stacklevel=3)
 
 
-def select_backend(kernel: str, device: torch.device, backend: str | None) -> str:
-    """Picks the backend for a kernel call on ``device``: the fastest there when ``backend`` is None,
-    else the named one after checking that it exists and runs on that device."""
-    on_cuda = device.type == "cuda"
+def select_backend(kernel: str, device: torch.device, backend: str | None,
+                   offered: tuple[str, ...] = BACKENDS) -> str:
+    """Picks the backend for a kernel call on ``device`` among those the kernel ``offered``: the fastest there
+    when ``backend`` is None, else the named one after checking that it exists and runs on that device."""
+    here = [b for b in available_backends() if b in offered]
     if backend is None:
-        if on_cuda:
-            if "cuda" in available_backends():
+        if device.type == "cuda":
+            if "cuda" in here:
                 return "cuda"
-            _warn_once(kernel, "torch", _C_MISSING or "metarecipe._C was built without CUDA")
+            reason = (_C_MISSING or "metarecipe._C was built without CUDA") if "cuda" in offered else \
+                f"{kernel} has no CUDA kernel"
+            _warn_once(kernel, "torch", reason)
             return "torch"
-        if _C is not None:
-            return "cpp"
-        chosen = "numba" if _NUMBA else "torch"
-        _warn_once(kernel, chosen, _C_MISSING)
+        chosen = next(b for b in here if b != "cuda")
+        if _C is None:
+            _warn_once(kernel, chosen, _C_MISSING)
         return chosen
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
-    if backend not in available_backends():
+    if backend not in offered:
+        raise ValueError(f"backend for {kernel} must be one of {offered} or None, got {backend!r}")
+    if backend not in here:
         raise ValueError(f"backend {backend!r} is not available here (available: {available_backends()})")
-    if backend == "cuda" and not on_cuda:
+    if backend == "cuda" and device.type != "cuda":
         raise ValueError("backend 'cuda' needs CUDA tensors; the inputs are on the CPU")
-    if backend in ("cpp", "numba") and on_cuda:
+    if backend in ("cpp", "numba") and device.type == "cuda":
         raise ValueError(f"backend {backend!r} runs on the CPU; the inputs are on {device}")
     return backend

@@ -54,7 +54,7 @@ class MetaAlgorithm(nn.Module):
         names = [n for n in params if self.adapted(n)]
         history = []
         for _ in range(self.inner.steps):
-            loss = task_losses(self.model, params, support, self.inner.backend, create_graph).sum()  # tasks independent
+            loss = task_losses(self.model, params, support, self.inner.backend).sum()  # tasks independent
             grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph)
             params = dict(params)
             for name, grad in zip(names, grads, strict=True):

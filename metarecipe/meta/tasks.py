@@ -30,10 +30,10 @@ class MetaBatch:
 
 
 def task_losses(model, params: dict[str, torch.Tensor], tasks: TaskSet, backend: str | None = None,
-                twice_differentiable: bool = False) -> torch.Tensor:
+                gru_backend: str | None = None) -> torch.Tensor:
     """CTC loss of every task (N,): the mean over its utterances of loss / target length (torch's "mean").
-    twice_differentiable: the gradient of the loss can be differentiated again (MAML's inner loop)."""
-    log_probs, out_lengths = model.functional_forward(params, tasks.feats, tasks.lengths, twice_differentiable)
+    backend: of the CTC kernel; gru_backend: of the model's recurrences."""
+    log_probs, out_lengths = model.functional_forward(params, tasks.feats, tasks.lengths, gru_backend)
     n, b, t, v = log_probs.shape
     losses = ctc_loss(log_probs.reshape(n * b, t, v).transpose(0, 1), tasks.targets.reshape(n * b, -1),
                       out_lengths.reshape(-1), tasks.target_lengths.reshape(-1), reduction="none",

@@ -73,10 +73,9 @@ class BatchedCTCModel(nn.Module):
         return {name: p.unsqueeze(0).expand(num_tasks, *p.shape) for name, p in self.params.items()}
 
     def functional_forward(self, params: dict[str, torch.Tensor], feats: torch.Tensor, lengths: torch.Tensor,
-                           twice_differentiable: bool = False):
+                           gru_backend: str | None = None):
         """feats (N, B, T, F), lengths (N, B) -> log-probabilities (N, B, T', V) and lengths (N, B), T' ~ T/4.
-        twice_differentiable: record the recurrences op by op, so that the gradient can be differentiated again
-        (MAML's inner loop); otherwise they use the faster first-order backward."""
+        gru_backend: of the recurrence kernel; "reference" runs it op by op (for torch.func transforms)."""
         x = feats.unsqueeze(2)  # (N, B, 1, T, F)
         x = torch.relu(ops.conv2d_stride2(x, params["conv1_weight"], params["conv1_bias"]))
         x = torch.relu(ops.conv2d_stride2(x, params["conv2_weight"], params["conv2_bias"]))
@@ -89,14 +88,13 @@ class BatchedCTCModel(nn.Module):
                 p = f"gru{layer}_{direction}"
                 directions.append(ops.gru_direction(x, out_lengths, params[f"{p}_w_ih"], params[f"{p}_w_hh"],
                                                     params[f"{p}_b_ih"], params[f"{p}_b_hh"], direction == "bw",
-                                                    twice_differentiable))
+                                                    gru_backend))
             x = ops.layer_norm(torch.cat(directions, dim=-1), params[f"norm{layer}_weight"],
                                params[f"norm{layer}_bias"])
         logits = ops.linear(x, params["head_weight"], params["head_bias"])
         return logits.log_softmax(-1), out_lengths
 
-    def forward(self, feats: torch.Tensor, lengths: torch.Tensor, twice_differentiable: bool = False):
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor):
         """One task: feats (B, T, F), lengths (B,) -> log-probabilities (B, T', V) and lengths (B,)."""
-        log_probs, out_lengths = self.functional_forward(self.stacked(1), feats.unsqueeze(0), lengths.unsqueeze(0),
-                                                         twice_differentiable)
+        log_probs, out_lengths = self.functional_forward(self.stacked(1), feats.unsqueeze(0), lengths.unsqueeze(0))
         return log_probs[0], out_lengths[0]

@@ -1,0 +1,68 @@
+"""The task-batched GRU kernel: every backend against the op-by-op torch reference, to the second order."""
+
+import os
+
+import pytest
+import torch
+
+from metarecipe.kernels import available_backends
+from metarecipe.kernels import gru_reference as reference
+from metarecipe.kernels.gru import gru_recurrence
+
+BACKENDS = [b for b in ("cpp", "torch") if b in available_backends()]
+SEED = int(os.environ.get("METARECIPE_TEST_SEED", torch.seed() % 2**31))
+
+
+def random_inputs(seed, dtype, steps=7, tasks=3, batch=4, hidden=5):
+    """Fresh gates, weights and variable lengths (one sequence of full length, one of length 1)."""
+    gen = torch.Generator().manual_seed(seed)
+    gates = torch.randn(steps, tasks, batch, 3 * hidden, generator=gen, dtype=dtype)
+    w = 0.6 * torch.randn(tasks, hidden, 3 * hidden, generator=gen, dtype=dtype)
+    b = torch.randn(tasks, 3 * hidden, generator=gen, dtype=dtype)
+    lengths = torch.randint(1, steps + 1, (tasks, batch), generator=gen)
+    lengths[0, 0], lengths[-1, -1] = steps, 1
+    valid = (torch.arange(steps)[:, None, None] < lengths.unsqueeze(0)).to(dtype)
+    return [t.requires_grad_() for t in (gates, w, b)], valid
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gradcheck_and_gradgradcheck_float64(backend, reverse):
+    inputs, valid = random_inputs(SEED, torch.float64)
+
+    def fn(gates, w, b):
+        return gru_recurrence(gates, w, b, valid, reverse, backend=backend)
+
+    expected = reference.gru_recurrence(*inputs, valid, reverse)
+    torch.testing.assert_close(fn(*inputs), expected, rtol=1e-12, atol=1e-12, msg=f"seed {SEED}")
+    assert torch.autograd.gradcheck(fn, inputs), f"seed {SEED}"
+    assert torch.autograd.gradgradcheck(fn, inputs), f"seed {SEED}"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
+def test_first_and_second_derivatives_equal_the_reference(backend, dtype, tol):
+    """Gradient and a Hessian-vector product of a random functional, against autograd through the reference."""
+    inputs, valid = random_inputs(SEED + 1, dtype, steps=12, tasks=2, batch=3, hidden=8)
+    gen = torch.Generator().manual_seed(SEED + 2)
+    direction = torch.randn(12, 2, 3, 8, generator=gen, dtype=dtype)
+    probes = [torch.randn(t.shape, generator=gen, dtype=dtype) for t in inputs]
+    results = []
+    for run in (lambda *a: reference.gru_recurrence(*a, valid, True),
+                lambda *a: gru_recurrence(*a, valid, True, backend=backend)):
+        out = run(*inputs)
+        grads = torch.autograd.grad((torch.tanh(out) * direction).sum(), inputs, create_graph=True)
+        second = torch.autograd.grad(sum((g * p).sum() for g, p in zip(grads, probes, strict=True)), inputs)
+        results.append((out, grads, second))
+    for got, want in zip(results[1], results[0], strict=True):
+        for g, w in zip(got if isinstance(got, tuple) else [got], want if isinstance(want, tuple) else [want],
+                        strict=True):
+            torch.testing.assert_close(g, w, rtol=tol, atol=tol, msg=f"seed {SEED}")
+
+
+def test_backend_choice_is_checked():
+    inputs, valid = random_inputs(0, torch.float64)
+    with pytest.raises(ValueError, match="backend for gru must be one of"):
+        gru_recurrence(*inputs, valid, backend="numba")
+    with pytest.raises(ValueError, match="valid must have shape"):
+        gru_recurrence(*inputs, valid[:, :1])
