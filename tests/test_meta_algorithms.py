@@ -8,6 +8,8 @@ from metarecipe.meta import InnerLoop, MetaBatch, TaskSet, make_algorithm, task_
 from metarecipe.models import BatchedCTCModel, ModelConfig
 
 TINY = ModelConfig(vocab_size=6, num_mel_bins=12, conv_channels=2, d_model=6, gru_hidden=3, gru_layers=1)
+TINY_TRANSFORMER = ModelConfig(vocab_size=6, num_mel_bins=12, conv_channels=2, d_model=8, encoder="transformer",
+                               transformer_layers=1, attention_heads=2, feedforward_dim=10)
 LR = 0.3
 
 
@@ -17,12 +19,16 @@ def task_set(gen, n, b=3, frames=30):
                    torch.randint(1, 6, (n, b, 2), generator=gen), torch.randint(1, 3, (n, b), generator=gen))
 
 
-@pytest.fixture
-def setup():
+def make_setup(config):
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1)
-    model = BatchedCTCModel(TINY).double()
+    model = BatchedCTCModel(config).double()
     return model, MetaBatch(task_set(gen, 2), task_set(gen, 2))
+
+
+@pytest.fixture
+def setup():
+    return make_setup(TINY)
 
 
 def one_task(tasks, i):
@@ -35,8 +41,9 @@ def single_loss(model, params, tasks, backend="torch"):
     return task_losses(model, {k: v.unsqueeze(0) for k, v in params.items()}, tasks, backend, gru)[0]
 
 
-def test_maml_meta_gradient_equals_torch_func(setup):
-    model, batch = setup
+@pytest.mark.parametrize("config", [TINY, TINY_TRANSFORMER], ids=["gru", "transformer"])
+def test_maml_meta_gradient_equals_torch_func(config):
+    model, batch = make_setup(config)
     ours = make_algorithm("maml", model, InnerLoop(lr=LR, steps=1, backend="cpp"))
     _, grads = ours.meta_gradient(batch)
     base = {k: v.detach() for k, v in model.params.items()}

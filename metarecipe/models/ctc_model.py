@@ -1,4 +1,5 @@
-"""The CTC acoustic model, task-batched: conv 4x subsampling -> BiGRU layers with LayerNorm -> linear head.
+"""The CTC acoustic model, task-batched: conv 4x subsampling -> encoder (BiGRU layers with LayerNorm, or
+pre-LayerNorm Transformer layers) -> linear head.
 
 `functional_forward(params, feats, lengths)` runs N tasks at once from parameters stacked along a leading task
 dimension (MAML's per-task fast weights); `forward(feats, lengths)` is the ordinary single-task module.
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from metarecipe.models import batched_ops as ops
+from metarecipe.models import encoders
 
 
 @dataclass(frozen=True)
@@ -21,8 +23,19 @@ class ModelConfig:
     num_mel_bins: int = 80
     conv_channels: int = 32
     d_model: int = 256
+    encoder: str = "gru"  # or "transformer"
     gru_hidden: int = 256
     gru_layers: int = 2
+    transformer_layers: int = 4
+    attention_heads: int = 4
+    feedforward_dim: int = 1024
+
+    def __post_init__(self):
+        if self.encoder not in ("gru", "transformer"):
+            raise ValueError(f"encoder must be 'gru' or 'transformer', got {self.encoder!r}")
+        if self.encoder == "transformer" and self.d_model % (2 * self.attention_heads):
+            raise ValueError(f"d_model={self.d_model} must be a multiple of 2 x attention_heads "
+                             f"({self.attention_heads})")
 
 
 def parameter_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -35,22 +48,15 @@ def parameter_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
         "conv2_weight": (cfg.conv_channels, cfg.conv_channels, 3, 3), "conv2_bias": (cfg.conv_channels,),
         "proj_weight": (cfg.conv_channels * freq, cfg.d_model), "proj_bias": (cfg.d_model,),
     }
-    inputs, h = cfg.d_model, cfg.gru_hidden
-    for layer in range(cfg.gru_layers):
-        for direction in ("fw", "bw"):
-            prefix = f"gru{layer}_{direction}"
-            shapes.update({f"{prefix}_w_ih": (inputs, 3 * h), f"{prefix}_w_hh": (h, 3 * h),
-                           f"{prefix}_b_ih": (3 * h,), f"{prefix}_b_hh": (3 * h,)})
-        shapes.update({f"norm{layer}_weight": (2 * h,), f"norm{layer}_bias": (2 * h,)})
-        inputs = 2 * h
-    shapes.update({"head_weight": (inputs, cfg.vocab_size), "head_bias": (cfg.vocab_size,)})
+    shapes.update(encoders.gru_shapes(cfg) if cfg.encoder == "gru" else encoders.transformer_shapes(cfg))
+    shapes.update({"head_weight": (encoders.encoder_dim(cfg), cfg.vocab_size), "head_bias": (cfg.vocab_size,)})
     return shapes
 
 
 def initial_value(name: str, shapes: dict[str, tuple[int, ...]], cfg: ModelConfig) -> torch.Tensor:
     """PyTorch's default initialisation: uniform in +-1/sqrt(fan_in) (GRU: 1/sqrt(hidden)); LayerNorm 1 and 0."""
     shape = shapes[name]
-    if name.startswith("norm"):
+    if "norm" in name:
         return torch.ones(shape) if name.endswith("weight") else torch.zeros(shape)
     if name.startswith("gru"):
         fan_in = cfg.gru_hidden
@@ -82,15 +88,10 @@ class BatchedCTCModel(nn.Module):
         n, b, c, t, f = x.shape
         x = ops.linear(x.permute(0, 1, 3, 2, 4).reshape(n, b, t, c * f), params["proj_weight"], params["proj_bias"])
         out_lengths = ops.subsampled_lengths(lengths)
-        for layer in range(self.config.gru_layers):
-            directions = []
-            for direction in ("fw", "bw"):
-                p = f"gru{layer}_{direction}"
-                directions.append(ops.gru_direction(x, out_lengths, params[f"{p}_w_ih"], params[f"{p}_w_hh"],
-                                                    params[f"{p}_b_ih"], params[f"{p}_b_hh"], direction == "bw",
-                                                    gru_backend))
-            x = ops.layer_norm(torch.cat(directions, dim=-1), params[f"norm{layer}_weight"],
-                               params[f"norm{layer}_bias"])
+        if self.config.encoder == "gru":
+            x = encoders.gru_encoder(params, x, out_lengths, self.config, gru_backend)
+        else:
+            x = encoders.transformer_encoder(params, x, out_lengths, self.config)
         logits = ops.linear(x, params["head_weight"], params["head_bias"])
         return logits.log_softmax(-1), out_lengths
 
