@@ -96,7 +96,7 @@ def loop_meta_step(model: LoopModel, batch: MetaBatch, lr: float, second_order: 
                    for (n, p), g in zip(params.items(), grads, strict=True)}
         query = loss(adapted, batch.query) / batch.support.num_tasks
         query.backward()
-        total += float(query)
+        total += float(query.detach())
     return total
 
 
@@ -116,7 +116,7 @@ def vmap_meta_step(model: LoopModel, batch: MetaBatch, lr: float, second_order: 
                for (k, p), g in zip(stacked.items(), grads, strict=True)}
     query = losses(adapted, batch.query).mean()
     query.backward()
-    return float(query)
+    return float(query.detach())
 
 
 def random_batch(cfg: ModelConfig, tasks: int, utts: int, frames: int, seed: int = 0) -> MetaBatch:

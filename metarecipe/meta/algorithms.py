@@ -11,6 +11,11 @@ meta-parameters: Meta-SGD's learning rates). An outer optimiser then steps on th
 - anil: MAML whose inner loop adapts only the output head.
 - multilingual: no inner loop; the gradient of the loss on support and query sets at theta (joint training
   on the source tasks, fine-tuned afterwards).
+- pnn: progressive networks; the source column is trained jointly on the source tasks (as multilingual), and
+  adaptation trains a new column with lateral connections to the frozen source column.
+- scratch: no meta-training; adaptation trains a freshly initialised model on the target data only.
+
+`adaptation()` gives what adaptation fine-tunes and with which rule (metarecipe.meta.adapt).
 With `InnerLoop(multi_step_loss=True)` MAML-family algorithms average the query loss after every inner step
 (MAML++, Antoniou et al. 2019) instead of taking it after the last one only.
 """
@@ -23,6 +28,14 @@ import torch
 from torch import nn
 
 from metarecipe.meta.tasks import MetaBatch, TaskSet, task_losses
+from metarecipe.models import BatchedCTCModel, ProgressiveCTCModel
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    model: nn.Module  # has .params and functional_forward
+    rule: str  # "sgd", "head" or "metasgd" (metarecipe.meta.adapt)
+    alphas: dict[str, torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -37,10 +50,15 @@ class MetaAlgorithm(nn.Module):
     """Base: subclasses set `second_order` and may restrict `adapted` parameter names."""
 
     second_order = True
+    meta_trains = True  # False: the algorithm has no meta-training stage (scratch)
 
     def __init__(self, model, inner: InnerLoop):
         super().__init__()
         self.model, self.inner = model, inner
+
+    def adaptation(self) -> Adaptation:
+        """The model adaptation fine-tunes, and its update rule."""
+        return Adaptation(self.model, "sgd")
 
     def adapted(self, name: str) -> bool:
         return True
@@ -91,6 +109,9 @@ class ANIL(MetaAlgorithm):
     def adapted(self, name: str) -> bool:
         return name.startswith("head_")
 
+    def adaptation(self) -> Adaptation:
+        return Adaptation(self.model, "head")
+
 
 class MetaSGD(MetaAlgorithm):
     """Inner step theta - alpha * grad with alpha (one per parameter element) meta-learned."""
@@ -102,6 +123,9 @@ class MetaSGD(MetaAlgorithm):
 
     def inner_update(self, name, param, grad):
         return param - self.alphas[name] * grad
+
+    def adaptation(self) -> Adaptation:
+        return Adaptation(self.model, "metasgd", {n: a.detach() for n, a in self.alphas.items()})
 
 
 class Reptile(MetaAlgorithm):
@@ -125,8 +149,29 @@ class Multilingual(MetaAlgorithm):
         return loss.detach() / 2, list(torch.autograd.grad(loss / 2, self.meta_parameters()))
 
 
+class PNN(Multilingual):
+    """Progressive networks: the source column is trained jointly; adaptation grows a target column."""
+
+    new_column = "source"
+
+    def adaptation(self) -> Adaptation:
+        return Adaptation(ProgressiveCTCModel([self.model], self.new_column), "sgd")
+
+
+class Scratch(MetaAlgorithm):
+    """The target data only: nothing to meta-train; adaptation starts from a fresh initialisation."""
+
+    meta_trains = False
+
+    def meta_gradient(self, batch: MetaBatch):
+        raise RuntimeError("scratch has no meta-training: it trains on the target data only (adaptation)")
+
+    def adaptation(self) -> Adaptation:
+        return Adaptation(BatchedCTCModel(self.model.config), "sgd")
+
+
 ALGORITHMS = {"maml": MAML, "fomaml": FOMAML, "anil": ANIL, "metasgd": MetaSGD, "reptile": Reptile,
-              "multilingual": Multilingual}
+              "multilingual": Multilingual, "pnn": PNN, "scratch": Scratch}
 
 
 def make_algorithm(name: str, model, inner: InnerLoop) -> MetaAlgorithm:

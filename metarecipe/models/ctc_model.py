@@ -67,6 +67,30 @@ def initial_value(name: str, shapes: dict[str, tuple[int, ...]], cfg: ModelConfi
     return torch.empty(shape).uniform_(-bound, bound)
 
 
+def ctc_forward(config: ModelConfig, params: dict[str, torch.Tensor], feats: torch.Tensor, lengths: torch.Tensor,
+                gru_backend: str | None = None, laterals=None, taps=None):
+    """feats (N, B, T, F), lengths (N, B) -> log-probabilities (N, B, T', V) and lengths (N, B), T' ~ T/4.
+    gru_backend: of the recurrence kernel; "reference" runs it op by op (for torch.func transforms).
+    taps (a list) collects the input of every encoder layer and of the head; laterals (one tensor per encoder
+    layer, then one (N, B, T', V) for the logits) are added to them: progressive networks' hooks."""
+    x = feats.unsqueeze(2)  # (N, B, 1, T, F)
+    x = torch.relu(ops.conv2d_stride2(x, params["conv1_weight"], params["conv1_bias"]))
+    x = torch.relu(ops.conv2d_stride2(x, params["conv2_weight"], params["conv2_bias"]))
+    n, b, c, t, f = x.shape
+    x = ops.linear(x.permute(0, 1, 3, 2, 4).reshape(n, b, t, c * f), params["proj_weight"], params["proj_bias"])
+    out_lengths = ops.subsampled_lengths(lengths)
+    if config.encoder == "gru":
+        x = encoders.gru_encoder(params, x, out_lengths, config, gru_backend, laterals, taps)
+    else:
+        x = encoders.transformer_encoder(params, x, out_lengths, config, laterals, taps)
+    if taps is not None:
+        taps.append(x)
+    logits = ops.linear(x, params["head_weight"], params["head_bias"])
+    if laterals is not None:
+        logits = logits + laterals[-1]
+    return logits.log_softmax(-1), out_lengths
+
+
 class BatchedCTCModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -79,21 +103,9 @@ class BatchedCTCModel(nn.Module):
         return {name: p.unsqueeze(0).expand(num_tasks, *p.shape) for name, p in self.params.items()}
 
     def functional_forward(self, params: dict[str, torch.Tensor], feats: torch.Tensor, lengths: torch.Tensor,
-                           gru_backend: str | None = None):
-        """feats (N, B, T, F), lengths (N, B) -> log-probabilities (N, B, T', V) and lengths (N, B), T' ~ T/4.
-        gru_backend: of the recurrence kernel; "reference" runs it op by op (for torch.func transforms)."""
-        x = feats.unsqueeze(2)  # (N, B, 1, T, F)
-        x = torch.relu(ops.conv2d_stride2(x, params["conv1_weight"], params["conv1_bias"]))
-        x = torch.relu(ops.conv2d_stride2(x, params["conv2_weight"], params["conv2_bias"]))
-        n, b, c, t, f = x.shape
-        x = ops.linear(x.permute(0, 1, 3, 2, 4).reshape(n, b, t, c * f), params["proj_weight"], params["proj_bias"])
-        out_lengths = ops.subsampled_lengths(lengths)
-        if self.config.encoder == "gru":
-            x = encoders.gru_encoder(params, x, out_lengths, self.config, gru_backend)
-        else:
-            x = encoders.transformer_encoder(params, x, out_lengths, self.config)
-        logits = ops.linear(x, params["head_weight"], params["head_bias"])
-        return logits.log_softmax(-1), out_lengths
+                           gru_backend: str | None = None, laterals=None, taps=None):
+        """See ctc_forward."""
+        return ctc_forward(self.config, params, feats, lengths, gru_backend, laterals, taps)
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor):
         """One task: feats (B, T, F), lengths (B,) -> log-probabilities (B, T', V) and lengths (B,)."""

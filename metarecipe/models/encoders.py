@@ -2,6 +2,9 @@
 
 Both map (N, B, T, d_model) frames with lengths (N, B) to (N, B, T, encoder_dim(cfg)) and are differentiable
 twice (MAML). Parameter names carry the layer: gru{l}_{fw,bw}_*, norm{l}_* ; tf{l}_* , tf_norm_*.
+
+Progressive networks hook in at every layer's input: `taps` (a list) collects each layer's input,
+`laterals` (one tensor per layer, or None) is added to it first (the lateral connections of a new column).
 """
 
 from __future__ import annotations
@@ -29,9 +32,25 @@ def gru_shapes(cfg) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def gru_encoder(params, x, lengths, cfg, backend: str | None = None) -> torch.Tensor:
+def layer_input_dims(cfg) -> list[int]:
+    """Width of each encoder layer's input."""
+    if cfg.encoder == "transformer":
+        return [cfg.d_model] * cfg.transformer_layers
+    return [cfg.d_model] + [2 * cfg.gru_hidden] * (cfg.gru_layers - 1)
+
+
+def _hook(x, layer: int, laterals, taps):
+    if laterals is not None:
+        x = x + laterals[layer]
+    if taps is not None:
+        taps.append(x)
+    return x
+
+
+def gru_encoder(params, x, lengths, cfg, backend: str | None = None, laterals=None, taps=None) -> torch.Tensor:
     """BiGRU layers, each followed by LayerNorm."""
     for layer in range(cfg.gru_layers):
+        x = _hook(x, layer, laterals, taps)
         directions = []
         for direction in ("fw", "bw"):
             p = f"gru{layer}_{direction}"
@@ -78,13 +97,14 @@ def self_attention(x, params, prefix: str, heads: int, key_mask: torch.Tensor) -
     return ops.linear(context, params[f"{prefix}_out_weight"], params[f"{prefix}_out_bias"])
 
 
-def transformer_encoder(params, x, lengths, cfg) -> torch.Tensor:
+def transformer_encoder(params, x, lengths, cfg, laterals=None, taps=None) -> torch.Tensor:
     """Pre-LayerNorm Transformer layers (self-attention over valid frames, ReLU feed-forward), a final LayerNorm."""
     t = x.shape[2]
     x = x + sinusoidal_positions(t, x.shape[-1], x)
     key_mask = torch.arange(t, device=x.device) < lengths.unsqueeze(-1)  # (N, B, T)
     for layer in range(cfg.transformer_layers):
         p = f"tf{layer}"
+        x = _hook(x, layer, laterals, taps)
         x = x + self_attention(ops.layer_norm(x, params[f"{p}_norm1_weight"], params[f"{p}_norm1_bias"]), params,
                                p, cfg.attention_heads, key_mask)
         hidden = torch.relu(ops.linear(ops.layer_norm(x, params[f"{p}_norm2_weight"], params[f"{p}_norm2_bias"]),
