@@ -9,6 +9,7 @@ from test_commonvoice import make_release
 from metarecipe.data import read_data_dir
 from metarecipe.data.corpora import get_corpus
 from metarecipe.features import compute_feats
+from metarecipe.features.cmvn import apply_cmvn
 from metarecipe.meta import InnerLoop, MetaBatch, make_algorithm
 from metarecipe.meta.sampling import TaskSampler, collate, draw_seconds, load_pools
 from metarecipe.models import BatchedCTCModel, ModelConfig
@@ -63,7 +64,11 @@ def test_pools_samplers_and_support_query_sets_feed_a_meta_step(featurised):
     support = collate(supports, 1)
     assert support.feats.shape[:2] == (2, 1) and support.feats.shape[-1] == 80
     first = supports[0][0]
-    assert torch.equal(support.feats[0, 0, : first.frames], torch.tensor(kaldiio.load_mat(first.feats)))
+    raw = kaldiio.load_mat(first.feats)
+    normalised = support.feats[0, 0, : first.frames]
+    assert first.cmvn is not None and normalised.shape == raw.shape  # per-speaker CMVN applied
+    torch.testing.assert_close(normalised, torch.tensor(apply_cmvn(raw, kaldiio.load_mat(first.cmvn))))
+    assert not torch.allclose(normalised, torch.tensor(raw))
     assert support.targets[0, 0, : len(first.targets)].tolist() == first.targets
 
     model = BatchedCTCModel(ModelConfig(vocab_size=len(tokens), conv_channels=4, d_model=16, gru_hidden=8,

@@ -6,6 +6,7 @@ and query sets are drawn by seconds of speech, disjoint within a task, and padde
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,8 @@ import numpy as np
 import torch
 
 from metarecipe.data.datadir import read_data_dir, read_key_values
-from metarecipe.meta.tasks import TaskSet
+from metarecipe.features.cmvn import apply_cmvn
+from metarecipe.meta.tasks import MetaBatch, TaskSet
 from metarecipe.text.tokens import TokenTable
 
 STRATEGIES = ("uniform", "proportional", "temperature")
@@ -27,6 +29,7 @@ class Utterance:
     feats: str  # feats.scp value (ark path:offset)
     frames: int
     targets: list[int]
+    cmvn: str | None = None  # cmvn.scp value of the utterance's speaker: statistics to normalise with
 
     @property
     def seconds(self) -> float:
@@ -42,11 +45,13 @@ def load_pools(data_dirs, tokens: TokenTable, group_by: str = "lang") -> dict[st
             if not (data_dir / needed).exists():
                 raise FileNotFoundError(f"{data_dir / needed}: missing; run `metarecipe compute-feats {data_dir}`")
         feats, frames = read_key_values(data_dir / "feats.scp"), read_key_values(data_dir / "utt2num_frames")
+        cmvn = read_key_values(data_dir / "cmvn.scp") if (data_dir / "cmvn.scp").exists() else {}
         groups = data.utt2lang if group_by == "lang" else (data.utt2spk if group_by == "spk" else
                                                           read_key_values(data_dir / f"utt2{group_by}"))
         for utt in data.utterances:
             pools.setdefault(groups[utt], []).append(Utterance(utt, feats[utt], int(frames[utt]),
-                                                               tokens.encode(data.text[utt])))
+                                                               tokens.encode(data.text[utt]),
+                                                               cmvn.get(data.utt2spk[utt])))
     return pools
 
 
@@ -84,6 +89,30 @@ def draw_seconds(pool: list[Utterance], seconds: float, rng: np.random.Generator
     return chosen
 
 
+@functools.lru_cache(maxsize=4096)
+def _cmvn_stats(location: str) -> np.ndarray:
+    return kaldiio.load_mat(location)
+
+
+def load_feats(utt: Utterance) -> torch.Tensor:
+    """(T, D) features of an utterance, normalised with its speaker's CMVN statistics where it has them."""
+    mat = kaldiio.load_mat(utt.feats)
+    return torch.from_numpy(apply_cmvn(mat, _cmvn_stats(utt.cmvn)) if utt.cmvn else mat.copy())
+
+
+def draw_meta_batch(pools: dict[str, list[Utterance]], tasks: list[str], support_seconds: float,
+                    query_seconds: float, rng: np.random.Generator) -> MetaBatch:
+    """Support and query sets of the named tasks, disjoint within each task, by seconds of speech."""
+    support, query = [], []
+    for task in tasks:
+        support.append(draw_seconds(pools[task], support_seconds, rng))
+        query.append(draw_seconds(pools[task], query_seconds, rng, exclude={u.utt for u in support[-1]}))
+    if not all(query):
+        raise ValueError(f"tasks {tasks}: too little data for {support_seconds:g} s of support and "
+                         f"{query_seconds:g} s of query speech")
+    return MetaBatch(collate(support), collate(query))
+
+
 def collate(task_utts: list[list[Utterance]], utts_per_task: int | None = None) -> TaskSet:
     """Pads N tasks' utterances into a TaskSet (every task cut to the same utterance count)."""
     count = utts_per_task or min(len(u) for u in task_utts)
@@ -98,7 +127,7 @@ def collate(task_utts: list[list[Utterance]], utts_per_task: int | None = None) 
     target_lengths = torch.zeros(n, count, dtype=torch.long)
     for i, task in enumerate(chosen):
         for j, utt in enumerate(task):
-            mat = torch.tensor(kaldiio.load_mat(utt.feats))  # a copy: the loaded array is read-only
+            mat = load_feats(utt)
             feats[i, j, : mat.shape[0]] = mat
             lengths[i, j] = mat.shape[0]
             targets[i, j, : len(utt.targets)] = torch.tensor(utt.targets, dtype=torch.long)
