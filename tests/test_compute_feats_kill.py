@@ -14,6 +14,8 @@ from metarecipe.data import DataDir, write_data_dir
 
 
 def wav_data_dir(root, utterances=240, seconds=2.0):
+    """Jobs are split by utt2dur: the first 20 utterances claim 24 s but hold 0.5 s, so the first of 3 jobs
+    has far less audio than the others and finishes well before them, however loaded the machine."""
     rng = np.random.default_rng(0)
     (root / "wav").mkdir(parents=True)
     data = DataDir({}, {}, {})
@@ -21,9 +23,10 @@ def wav_data_dir(root, utterances=240, seconds=2.0):
         spk = f"spk{i % 8}"
         utt = f"{spk}-utt{i:04d}"
         path = root / "wav" / f"{utt}.wav"
-        soundfile.write(path, (0.1 * rng.standard_normal(int(16000 * seconds))).astype(np.float32), 16000)
+        actual = 0.5 if i < 20 else seconds
+        soundfile.write(path, (0.1 * rng.standard_normal(int(16000 * actual))).astype(np.float32), 16000)
         data.wav_scp[utt], data.text[utt], data.utt2spk[utt] = str(path), "hallo", spk
-        data.utt2dur[utt] = seconds
+        data.utt2dur[utt] = 24.0 if i < 20 else seconds
     return write_data_dir(data, root / "data")
 
 
