@@ -144,9 +144,9 @@ def main(argv=None):
     parser.add_argument("--plot", metavar="PNG")
     args = parser.parse_args(argv)
     summary = run(args)
-    report(summary, Path(args.plot) if args.plot else None)
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1))
+    report(summary, Path(args.plot) if args.plot else None)
 
 
 if __name__ == "__main__":
