@@ -33,6 +33,9 @@ def test_error_rate_sums_over_utterances():
     counts = error_rate([("abc", "abd"), ("hello", "helo"), ("", "x")])
     assert (counts.sub, counts.ins, counts.dels, counts.ref_len) == (1, 1, 1, 8)
     assert abs(counts.rate - 100 * 3 / 8) < 1e-12
+    assert counts.summary("CER") == "%CER 37.50 [ 3 / 8, 1 ins, 1 del, 1 sub ]"
+    words = error_rate([("the cat sat".split(), "the bat sat down".split())])
+    assert words.summary() == "%WER 66.67 [ 2 / 3, 1 ins, 0 del, 1 sub ]"
 
 
 def test_greedy_decoding_is_the_collapsed_argmax_path():

@@ -24,6 +24,11 @@ class ErrorCounts:
             return 0.0 if self.errors == 0 else float("inf")
         return 100.0 * self.errors / self.ref_len
 
+    def summary(self, name: str = "WER") -> str:
+        """Kaldi's compute-wer line: %WER 12.34 [ 123 / 997, 10 ins, 20 del, 93 sub ]."""
+        return (f"%{name} {self.rate:.2f} [ {self.errors} / {self.ref_len}, {self.ins} ins, {self.dels} del, "
+                f"{self.sub} sub ]")
+
     def __add__(self, other: ErrorCounts) -> ErrorCounts:
         return ErrorCounts(self.sub + other.sub, self.ins + other.ins, self.dels + other.dels,
                            self.ref_len + other.ref_len)
