@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
 
+#include <array>
 #include <cmath>
 
 #include "gru.h"
@@ -23,6 +24,12 @@ Dims dims_of(const at::Tensor& hidden_sized) {  // (T, N, B, H)
 template <typename scalar_t>
 inline scalar_t sigmoid(scalar_t x) {
   return scalar_t(1) / (scalar_t(1) + std::exp(-x));
+}
+
+// The five cached quantities of cell k (previous state, r, z, candidate, g_n); plane = T*N*B*H.
+template <typename scalar_t>
+inline std::array<scalar_t, 5> cached(const scalar_t* c, int64_t plane, int64_t k) {
+  return {c[k], c[plane + k], c[2 * plane + k], c[3 * plane + k], c[4 * plane + k]};
 }
 
 // One sweep over time, parallel over tasks (each task's weights stay in cache for all its steps): per task n
@@ -122,8 +129,7 @@ void backward_impl(const at::Tensor& grad_out, const at::Tensor& w, const at::Te
         const scalar_t m = mask[cell];
         for (int64_t j = 0; j < H; ++j) {
           const int64_t k = cell * H + j;
-          const scalar_t prev = c[k], r = c[plane + k], z = c[2 * plane + k], cand = c[3 * plane + k],
-                         g_n = c[4 * plane + k];
+          const auto [prev, r, z, cand, g_n] = cached(c, plane, k);
           const scalar_t lam_total = lp[row * H + j] + cr[row * H + j];
           const scalar_t gbar = (gy[k] + lam_total) * m;
           const scalar_t da_n = gbar * (1 - z) * (1 - cand * cand);
@@ -166,8 +172,7 @@ void tangent_sweep(const scalar_t* v_x, const at::Tensor& g_dot_h, const at::Ten
         const scalar_t m = mask[cell];
         for (int64_t j = 0; j < H; ++j) {
           const int64_t k = cell * H + j;
-          const scalar_t prev = c[k], r = c[plane + k], z = c[2 * plane + k], cand = c[3 * plane + k],
-                         g_n = c[4 * plane + k];
+          const auto [prev, r, z, cand, g_n] = cached(c, plane, k);
           scalar_t gate[3];
           for (int q = 0; q < 3; ++q) {
             gate[q] = gd[row * 3 * H + q * H + j] + (gdh ? gdh[cell * 3 * H + q * H + j] : 0);
@@ -219,8 +224,7 @@ void adjoint_sweep(const at::Tensor& from_v_w, const at::Tensor& w, const at::Te
         const scalar_t* a = ada + cell * 3 * H;
         for (int64_t j = 0; j < H; ++j) {
           const int64_t k = cell * H + j;
-          const scalar_t prev = c[k], r = c[plane + k], z = c[2 * plane + k], cand = c[3 * plane + k],
-                         g_n = c[4 * plane + k];
+          const auto [prev, r, z, cand, g_n] = cached(c, plane, k);
           const scalar_t gbar = gba[k], a_r = a[j], a_z = a[H + j], a_n = a[2 * H + j];
           const scalar_t r_dot = r * (1 - r) * a_r, z_dot = z * (1 - z) * a_z;
           const scalar_t cand_dot = (1 - cand * cand) * a_n;

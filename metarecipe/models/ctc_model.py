@@ -91,6 +91,11 @@ def ctc_forward(config: ModelConfig, params: dict[str, torch.Tensor], feats: tor
     return logits.log_softmax(-1), out_lengths
 
 
+def stacked(params, num_tasks: int) -> dict[str, torch.Tensor]:
+    """Shared parameters expanded to (N, ...) per task, still attached to the originals."""
+    return {name: p.unsqueeze(0).expand(num_tasks, *p.shape) for name, p in params.items()}
+
+
 class BatchedCTCModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -99,8 +104,7 @@ class BatchedCTCModel(nn.Module):
         self.params = nn.ParameterDict({name: nn.Parameter(initial_value(name, shapes, config)) for name in shapes})
 
     def stacked(self, num_tasks: int) -> dict[str, torch.Tensor]:
-        """The shared parameters expanded to (N, ...) per task, still attached to the module's parameters."""
-        return {name: p.unsqueeze(0).expand(num_tasks, *p.shape) for name, p in self.params.items()}
+        return stacked(self.params, num_tasks)
 
     def functional_forward(self, params: dict[str, torch.Tensor], feats: torch.Tensor, lengths: torch.Tensor,
                            gru_backend: str | None = None, laterals=None, taps=None):

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from metarecipe.models import batched_ops as ops
-from metarecipe.models.ctc_model import BatchedCTCModel, ctc_forward, initial_value, parameter_shapes
+from metarecipe.models.ctc_model import BatchedCTCModel, ctc_forward, initial_value, parameter_shapes, stacked
 from metarecipe.models.encoders import encoder_dim, layer_input_dims
 
 
@@ -45,7 +45,7 @@ class ProgressiveCTCModel(nn.Module):
         self.params = nn.ParameterDict({n: nn.Parameter(v) for n, v in (column | laterals).items()})
 
     def stacked(self, num_tasks: int) -> dict[str, torch.Tensor]:
-        return {name: p.unsqueeze(0).expand(num_tasks, *p.shape) for name, p in self.params.items()}
+        return stacked(self.params, num_tasks)
 
     def functional_forward(self, params: dict[str, torch.Tensor], feats: torch.Tensor, lengths: torch.Tensor,
                            gru_backend: str | None = None):
