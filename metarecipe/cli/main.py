@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from metarecipe.cli import compute_feats, make_demo_corpus, prepare_data, speed_perturb, validate_data_dir
+from metarecipe.cli import (
+    compute_feats,
+    make_demo_corpus,
+    prepare_data,
+    score,
+    speed_perturb,
+    train_lm,
+    validate_data_dir,
+)
 
 COMMANDS = {
     "make-demo-corpus": make_demo_corpus,
@@ -13,6 +21,8 @@ COMMANDS = {
     "validate-data-dir": validate_data_dir,
     "speed-perturb": speed_perturb,
     "compute-feats": compute_feats,
+    "train-lm": train_lm,
+    "score": score,
 }
 
 

@@ -1,0 +1,80 @@
+"""`metarecipe score --ref TEXT --hyp TEXT`: WER and CER, Kaldi style, per utterance, speaker and language."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from metarecipe.decode.scoring import (
+    MODES,
+    UNIT_NAMES,
+    score,
+    write_group_table,
+    write_per_utt,
+    write_summary,
+)
+
+
+def add_parser(sub, name: str) -> None:
+    p = sub.add_parser(name, help="WER and CER of hypotheses against a Kaldi text file",
+                       description="Scores a hypothesis text file against a reference text file (Kaldi `text`: "
+                                   "`utt-id transcript` per line; an utt-id alone is an empty transcript) by "
+                                   "words and by characters (spaces included), with the error counts of jiwer 4. "
+                                   "Prints the %WER and %CER lines; with --out-dir writes wer, cer (compute-wer "
+                                   "summaries), per_utt_wer, per_utt_cer (wer_per_utt_details.pl layout) and "
+                                   "per_spk_* / per_lang_* tables for the maps given.")
+    p.add_argument("--ref", required=True, help="reference text file")
+    p.add_argument("--hyp", required=True, help="hypothesis text file")
+    p.add_argument("--utt2spk", help="utterance -> speaker map, for per_spk_wer and per_spk_cer")
+    p.add_argument("--utt2lang", help="utterance -> language map, for per_lang_wer and per_lang_cer")
+    p.add_argument("--mode", choices=MODES, default="present",
+                   help="compute-wer's mode: score only utterances with a hypothesis (present, the default), "
+                        "score a missing hypothesis as empty (all), or fail on one (strict)")
+    p.add_argument("--out-dir", help="where the score files go")
+
+
+def read_table(path: str, need_value: bool) -> dict[str, str]:
+    """`key value...` lines of a UTF-8 file as {key: rest of the line, stripped}; ValueError names file and line."""
+    try:
+        content = Path(path).read_bytes().decode("utf-8")
+    except OSError as err:  # missing, unreadable, a directory
+        raise ValueError(f"{path}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        line = Path(path).read_bytes()[: err.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 ({err.reason})") from None
+    table: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    for number, line in enumerate(content.splitlines(), start=1):
+        if not line.strip() or line[0].isspace():
+            raise ValueError(f"{path}:{number}: no utterance id at the start of the line")
+        key, *rest = line.split(maxsplit=1)
+        if key in table:
+            raise ValueError(f"{path}:{number}: duplicate utterance id '{key}' (first on line {first_line[key]})")
+        if need_value and not rest:
+            raise ValueError(f"{path}:{number}: '{key}' has no value")
+        table[key] = rest[0].strip() if rest else ""
+        first_line[key] = number
+    return table
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        refs, hyps = read_table(args.ref, need_value=False), read_table(args.hyp, need_value=False)
+        groups = {name: read_table(path, need_value=True)
+                  for name, path in (("spk", args.utt2spk), ("lang", args.utt2lang)) if path}
+        reports = {unit: score(refs, hyps, unit, groups, args.mode) for unit in UNIT_NAMES}
+    except ValueError as err:
+        print(f"metarecipe score: {err}")
+        return 1
+    if args.out_dir:
+        out = Path(args.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for report in reports.values():
+            suffix = report.name.lower()
+            write_summary(report, out / suffix)
+            write_per_utt(report, out / f"per_utt_{suffix}")
+            for name in groups:
+                write_group_table(report, name, out / f"per_{name}_{suffix}")
+    for report in reports.values():
+        print(report.total.summary(report.name))
+    return 0
