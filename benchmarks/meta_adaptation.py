@@ -27,6 +27,7 @@ from metarecipe.meta.adapt import AdaptConfig, adapt
 from metarecipe.meta.sampling import collate, load_pools
 from metarecipe.meta.trainer import MetaTrainConfig, meta_train
 from metarecipe.models import BatchedCTCModel, ModelConfig
+from metarecipe.models.checkpoint import save_model
 from metarecipe.text.tokens import TokenTable
 
 
@@ -51,6 +52,19 @@ def dev_cer(model, params, pool, tokens: TokenTable, batch_utts: int = 16) -> fl
                 refs.append(tokens.decode(utt.targets))
                 hyps.append(tokens.decode(hyp))
     return error_rate(zip(refs, hyps, strict=True)).rate
+
+
+def save_models(out: Path, name: str, algo, model, adapted_params: dict, tokens: TokenTable, target: str) -> None:
+    """Writes the meta-trained model (NAME_meta.pt) and the one adapted to the target (NAME_TARGET.pt)."""
+    if not isinstance(model, BatchedCTCModel):
+        print(f"{name}: only single-column CTC models are saved; skipped")
+        return
+    save_model(out / f"{name}_meta.pt", model, tokens, {"algorithm": name})
+    adapted = BatchedCTCModel(model.config)
+    with torch.no_grad():
+        for param_name, value in adapted_params.items():
+            adapted.params[param_name].copy_(value)
+    save_model(out / f"{name}_{target}.pt", adapted, tokens, {"algorithm": name, "adapted_to": target})
 
 
 def run(args) -> dict:
@@ -79,6 +93,8 @@ def run(args) -> dict:
         adapted = adapt(adaptation.model, train[args.target],
                         AdaptConfig(minutes=args.minutes, lr=args.adapt_lr, max_steps=args.adapt_steps, seed=args.seed),
                         adaptation.rule, adaptation.alphas)
+        if args.save_models:
+            save_models(Path(args.save_models), name, algo, adaptation.model, adapted.params, tokens, args.target)
         curve = [(r["step"], r["held_out_query_loss"]) for r in log if "held_out_query_loss" in r]
         results.append({"algorithm": name, "meta_steps": args.steps if algo.meta_trains else 0,
                         "meta_seconds": meta_seconds, "held_out_curve": curve,
@@ -140,6 +156,7 @@ def main(argv=None):
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save-models", metavar="DIR", help="write the meta-trained and adapted models here")
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--plot", metavar="PNG")
     args = parser.parse_args(argv)

@@ -7,6 +7,7 @@ import sys
 
 from metarecipe.cli import (
     compute_feats,
+    decode,
     make_demo_corpus,
     prepare_data,
     score,
@@ -22,6 +23,7 @@ COMMANDS = {
     "speed-perturb": speed_perturb,
     "compute-feats": compute_feats,
     "train-lm": train_lm,
+    "decode": decode,
     "score": score,
 }
 

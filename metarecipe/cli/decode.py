@@ -1,0 +1,93 @@
+"""`metarecipe decode MODEL DATA_DIR OUT_DIR`: CTC beam search (or greedy) with an optional n-gram LM."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+from metarecipe.data.datadir import DataDirError
+from metarecipe.decode.decoder import best_texts, decode, log_probs_of
+from metarecipe.decode.lm_tables import lm_tables
+from metarecipe.kernels.beam_search import BeamSearchOptions
+from metarecipe.meta.sampling import load_pools
+from metarecipe.models.checkpoint import load_model
+from metarecipe.text.lm import NGramLM
+
+
+def add_parser(sub, name: str) -> None:
+    p = sub.add_parser(name, help="decode a data directory with a CTC model",
+                       description="Runs the acoustic model over every utterance of DATA_DIR (features from "
+                                   "compute-feats) and searches with the CTC prefix beam search, optionally fused "
+                                   "with an ARPA n-gram LM (ours from train-lm, KenLM's or SRILM's). Writes "
+                                   "OUT_DIR/hyp (Kaldi text: utt-id words), OUT_DIR/nbest (utt-id rank total "
+                                   "acoustic lm text) and OUT_DIR/decode.json (options, timing). Score with "
+                                   "`metarecipe score --ref DATA_DIR/text --hyp OUT_DIR/hyp`.")
+    p.add_argument("model", help="model file (metarecipe.models.checkpoint)")
+    p.add_argument("data_dir")
+    p.add_argument("out_dir")
+    p.add_argument("--lm", help="ARPA language model (.arpa or .arpa.gz)")
+    p.add_argument("--lm-unit", choices=("word", "token"), default="word",
+                   help="word: an LM over words, scored at word ends; token: an LM over the model's tokens "
+                        "(train-lm --unit char), scored on every token (default word)")
+    p.add_argument("--greedy", action="store_true", help="best-path decoding instead of the beam search")
+    defaults = BeamSearchOptions()
+    p.add_argument("--beam", type=int, default=defaults.beam)
+    p.add_argument("--beam-threshold", type=float, default=defaults.beam_threshold,
+                   help="drop hypotheses this far (ln) below the best")
+    p.add_argument("--token-threshold", type=float, default=defaults.token_threshold,
+                   help="per frame, try only tokens within this (ln, negative) of the best token")
+    p.add_argument("--token-beam", type=int, default=None, help="per frame, try at most this many tokens")
+    p.add_argument("--blank-skip", type=float, default=defaults.blank_skip,
+                   help="skip frames whose blank probability reaches this (1 or more: never)")
+    p.add_argument("--lm-weight", type=float, default=defaults.lm_weight)
+    p.add_argument("--insertion-bonus", type=float, default=defaults.insertion_bonus,
+                   help="added per word (word LM) or per token (token LM, no LM)")
+    p.add_argument("--lexicon-only", action="store_true", help="word LM: only words of the LM's vocabulary")
+    p.add_argument("--nbest", type=int, default=defaults.nbest)
+    p.add_argument("--batch", type=int, default=16, help="utterances per acoustic model batch")
+    p.add_argument("--backend", choices=("cpp", "numba"), help="beam search backend (default: fastest here)")
+
+
+def write_text(path: Path, lines: list[str]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        options = BeamSearchOptions(beam=args.beam, beam_threshold=args.beam_threshold,
+                                    token_threshold=args.token_threshold, token_beam=args.token_beam,
+                                    blank_skip=args.blank_skip, lm_weight=args.lm_weight,
+                                    insertion_bonus=args.insertion_bonus, nbest=args.nbest,
+                                    lexicon_only=args.lexicon_only)
+        model, tokens, _ = load_model(args.model)
+        utts = [u for pool in load_pools([args.data_dir], tokens).values() for u in pool]
+        tables = lm_tables(NGramLM.read_arpa(args.lm), tokens, args.lm_unit) if args.lm and not args.greedy else None
+    except (ValueError, OSError, DataDirError) as err:
+        print(f"metarecipe decode: {err}")
+        return 1
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    log_probs = log_probs_of(model, utts, args.batch, progress=True)
+    acoustic_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    nbest = decode(log_probs, tokens, options, tables, greedy=args.greedy, backend=args.backend, progress=True)
+    search_seconds = time.perf_counter() - start
+    texts = best_texts(nbest, tokens)
+    write_text(out / "hyp", [f"{utt} {texts[utt]}".rstrip() for utt in sorted(texts)])
+    write_text(out / "nbest", [f"{utt} {rank} {h.score:.4f} {h.acoustic:.4f} {h.lm:.4f} "
+                               f"{' '.join(tokens.decode(h.tokens).split())}".rstrip()
+                               for utt in sorted(nbest) for rank, h in enumerate(nbest[utt], start=1)])
+    summary = {"model": args.model, "data_dir": args.data_dir, "lm": args.lm, "lm_unit": args.lm_unit,
+               "greedy": args.greedy, "options": vars(options), "utterances": len(texts),
+               "acoustic_seconds": round(acoustic_seconds, 3), "search_seconds": round(search_seconds, 3),
+               "ms_per_utterance": round(1000 * search_seconds / max(len(texts), 1), 3)}
+    write_text(out / "decode.json", [json.dumps(summary, indent=1)])
+    print(f"{args.data_dir}: {len(texts)} utterances decoded in {search_seconds:.2f} s "
+          f"({summary['ms_per_utterance']:.2f} ms per utterance; acoustic model {acoustic_seconds:.1f} s) -> {out}")
+    return 0
