@@ -247,3 +247,15 @@ def test_per_utt_file_is_replaced_whole(tmp_path):
     write_per_utt(score(REFS, HYPS), target)
     assert target.read_text().splitlines()[0] == "u1 ref  the  cat  sat   ***"
     assert [p.name for p in tmp_path.iterdir()] == ["per_utt_wer"]
+
+
+def test_counts_equal_jiwers_on_decoded_demo_corpus_pairs(jiwer):
+    """Real pairs: the demo corpus dev sets (eo, de, es, it) decoded greedily, by beam search and with a character
+    LM (tests/data/decoded_demo_pairs.tsv), plus each reference against an empty hypothesis and the reverse."""
+    lines = (Path(__file__).parent / "data" / "decoded_demo_pairs.tsv").read_text(encoding="utf-8").splitlines()
+    pairs = [line.split("\t")[1:] for line in lines if not line.startswith("#")]
+    assert len(pairs) == 365
+    refs = [ref for ref, _ in pairs] + [ref for ref, _ in pairs[:20]] + ["" for _ in pairs[:20]]
+    hyps = [hyp for _, hyp in pairs] + ["" for _ in pairs[:20]] + [hyp for _, hyp in pairs[:20]]
+    for unit in ("word", "char"):
+        assert_counts_equal_jiwers(jiwer, refs, hyps, unit)
