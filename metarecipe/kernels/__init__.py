@@ -4,6 +4,7 @@ The kernels know nothing of models, data or recipes.
 """
 
 from metarecipe.kernels.backends import available_backends
+from metarecipe.kernels.beam_search import BeamSearchOptions, Hypothesis, LMTables, ctc_beam_search
 from metarecipe.kernels.ctc_loss import ctc_loss
 
-__all__ = ["available_backends", "ctc_loss"]
+__all__ = ["BeamSearchOptions", "Hypothesis", "LMTables", "available_backends", "ctc_beam_search", "ctc_loss"]
