@@ -57,7 +57,8 @@ struct BeamSearchOptions {
   int64_t nbest;
   int64_t blank;
   int64_t space;           // the word boundary token of a word LM
-  bool lexicon_only;       // word LM: drop prefixes whose partial word leaves the vocabulary
+  bool lexicon_only;       // word LM: drop prefixes whose partial word leaves the vocabulary (an unfinished
+                           // last word scores as <unk>)
 };
 
 // (tokens, total score, acoustic score, LM score incl. bonuses), best first.

@@ -105,16 +105,28 @@ class Search {
 
   void expand(std::vector<Hyp>& beam, const float* lp, const std::vector<int32_t>& tokens, int32_t t) {
     next_.clear();
+    const bool walk_lexicon = lm_ != nullptr && lm_->mode == 2 && opt_.lexicon_only;
+    if (walk_lexicon) {
+      candidate_.assign(vocab_, 0);
+      for (int32_t c : tokens) candidate_[c] = 1;
+    }
     for (const Hyp& h : beam) {
-      const int32_t last = prefixes_[h.prefix].token;
+      const int32_t last = prefixes_[h.prefix].token, word_node = prefixes_[h.prefix].word_node;
       const float total = log_add(h.pb, h.pnb);
       add(h.prefix, t, total + lp[opt_.blank], kNegInf);
       if (last >= 0) add(h.prefix, t, kNegInf, h.pnb + lp[last]);
-      for (int32_t c : tokens) {
+      auto grow = [&](int32_t c) {
         const int32_t child = extend(h.prefix, c);
-        if (child < 0) continue;
-        add(child, t, kNegInf, (c == last ? h.pb : total) + lp[c]);
+        if (child >= 0) add(child, t, kNegInf, (c == last ? h.pb : total) + lp[c]);
+      };
+      if (!walk_lexicon) {
+        for (int32_t c : tokens) grow(c);
+        continue;
       }
+      // only the tokens that continue a word of the lexicon (and the space that ends one) can grow the prefix
+      for (int32_t i = lm_->child_start[word_node]; i < lm_->child_start[word_node + 1]; ++i)
+        if (candidate_[lm_->child_token[i]]) grow(lm_->child_token[i]);
+      if (candidate_[opt_.space]) grow(static_cast<int32_t>(opt_.space));
     }
     beam.swap(next_);
   }
@@ -190,10 +202,11 @@ class Search {
     return true;
   }
 
-  // Scores the partial word of p with the word LM; false when the lexicon has no such word.
-  bool end_word(Prefix& p) const {
+  // Scores the partial word of p with the word LM; false when the lexicon has no such word (except for the
+  // utterance's last word, which may be unfinished: it scores as <unk>).
+  bool end_word(Prefix& p, bool last = false) const {
     const int32_t word = p.word_node >= 0 ? lm_->node_word[p.word_node] : -1;
-    if (word < 0 && opt_.lexicon_only) return false;
+    if (word < 0 && opt_.lexicon_only && !last) return false;
     const auto [logprob, node] = lm_->score(p.lm_node, word >= 0 ? word : lm_->unk_word);
     p.lm_score += static_cast<float>(opt_.lm_weight) * logprob + static_cast<float>(opt_.insertion_bonus);
     p.lm_node = node;
@@ -208,7 +221,7 @@ class Search {
     for (const Hyp& h : beam) {
       Prefix p = prefixes_[h.prefix];
       if (lm_ != nullptr) {
-        if (lm_->mode == 2 && p.word_node != 0 && !end_word(p)) continue;
+        if (lm_->mode == 2 && p.word_node != 0) end_word(p, /*last=*/true);
         p.lm_score += static_cast<float>(opt_.lm_weight) * lm_->score(p.lm_node, lm_->end_word).first;
       }
       const float acoustic = log_add(h.pb, h.pnb);
@@ -234,6 +247,7 @@ class Search {
   std::vector<Prefix> prefixes_;
   std::vector<int32_t> stamp_, slot_;  // per prefix: the frame it was last added to next_, and where
   std::vector<Hyp> next_;
+  std::vector<char> candidate_;  // per frame, walking the lexicon: whether a token is among those tried
   IdMap children_;  // parent * V + token -> child prefix (-2: forbidden by the lexicon)
 };
 

@@ -121,20 +121,26 @@ def test_token_lm_fusion_finds_the_best_joint_score(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("lexicon_only", [False, True])
 def test_word_lm_fusion_scores_words_at_boundaries(backend, lexicon_only):
-    """A word LM over 'a', 'b', 'ab', 'ba' (and <unk> for other words): scored when a space or the end of the
-    utterance ends a word; with lexicon_only, labellings with other words are not hypotheses at all."""
+    """A word LM over 'a', 'ab', 'bab', 'bba' (and <unk> for other words): scored when a space or the end of the
+    utterance ends a word; with lexicon_only, labellings with other words are not hypotheses, except that the
+    last word may be unfinished (a prefix of a vocabulary word, scored as <unk>)."""
     seed = fresh_seed()
     rng = random.Random(seed)
     tokens = TokenTable(["<blk>", "<space>", "<unk>", "a", "b"])
-    vocab_words = ["a", "b", "ab", "ba"]
+    vocab_words = ["a", "ab", "bab", "bba"]  # "b", "ba", "bb" spell towards words but are none
     lm = NGramLM.train([[rng.choice(vocab_words) for _ in range(rng.randint(1, 4))] for _ in range(30)], order=2)
     tables = lm_tables(lm, tokens, "word")
     weight, bonus = 1.2, -0.5
 
+    spelled_prefixes = {w[:k] for w in lm.vocab for k in range(1, len(w) + 1)}
+
     def lm_score(labels):
-        words = tokens.decode([t for t in labels]).split()
-        if lexicon_only and any(w not in lm.word_ids for w in words):
-            return -math.inf
+        words = tokens.decode(labels).split()
+        if lexicon_only:  # finished words in the vocabulary; an unfinished last word at least spells towards one
+            unfinished = bool(labels) and labels[-1] != tokens.ids["<space>"] and bool(words)
+            finished = words[:-1] if unfinished else words
+            if any(w not in lm.word_ids for w in finished) or (unfinished and words[-1] not in spelled_prefixes):
+                return -math.inf
         return weight * lm.score_sentence(words) * LN10 + bonus * len(words)
 
     log_probs, lengths = random_log_probs(seed, 3, 6, 5)

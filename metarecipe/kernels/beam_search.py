@@ -124,7 +124,7 @@ def ctc_beam_search(log_probs: torch.Tensor, lengths: torch.Tensor, options: Bea
                     lm: LMTables | None = None, blank: int = 0, space: int = -1,
                     backend: str | None = None) -> list[list[Hypothesis]]:
     """Prefix beam search: log_probs (B, T, V) log-probabilities, lengths (B,) -> per utterance its n-best
-    (at most ``options.nbest``; fewer when a lexicon leaves fewer, none when it leaves none), best first.
+    (at most ``options.nbest``), best first.
     ``space`` is the word boundary token of a word LM."""
     options = options or BeamSearchOptions()
     if log_probs.dim() != 3:

@@ -203,11 +203,8 @@ def decode_one(log_probs, frames, opts, lm):
         prefix = beam[k]
         acoustic[k] = _log_add(pb[k], pnb[k])
         score, node, wnode = lm_total[prefix], lm_node[prefix], word_node[prefix]
-        if mode == 2 and wnode != 0:
+        if mode == 2 and wnode != 0:  # the last word, finished or not (then <unk>, lexicon or not)
             word = node_word[wnode] if wnode >= 0 else -1
-            if word < 0 and lexicon_only:
-                finals[k] = NEG_INF
-                continue
             lp_word, node = _lm_score(keys, logprob, nxt, backoff, suffix, unk_word, node,
                                       word if word >= 0 else unk_word)
             score += weight * lp_word + bonus
