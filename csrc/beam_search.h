@@ -54,6 +54,7 @@ struct BeamSearchOptions {
   double blank_skip;       // ln P(blank) at or above this: only blank and the repeat continue the frame
   double lm_weight;
   double insertion_bonus;  // per token (no LM, token LM) or per word (word LM)
+  double oov_penalty;      // word LM: added (unweighted) for each word outside the LM's vocabulary
   int64_t nbest;
   int64_t blank;
   int64_t space;           // the word boundary token of a word LM

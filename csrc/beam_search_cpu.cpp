@@ -198,7 +198,8 @@ class Search {
     if (c == opt_.space) return p.word_node == 0 || end_word(p);
     p.word_node = p.word_node >= 0 ? lm_->trie_child(p.word_node, c) : -1;
     if (p.word_node < 0 && opt_.lexicon_only) return false;
-    p.lookahead = weight * (p.word_node >= 0 ? lm_->node_smear[p.word_node] : lm_->score(0, lm_->unk_word).first);
+    p.lookahead = p.word_node >= 0 ? weight * lm_->node_smear[p.word_node]
+                                   : weight * lm_->score(0, lm_->unk_word).first + static_cast<float>(opt_.oov_penalty);
     return true;
   }
 
@@ -208,7 +209,8 @@ class Search {
     const int32_t word = p.word_node >= 0 ? lm_->node_word[p.word_node] : -1;
     if (word < 0 && opt_.lexicon_only && !last) return false;
     const auto [logprob, node] = lm_->score(p.lm_node, word >= 0 ? word : lm_->unk_word);
-    p.lm_score += static_cast<float>(opt_.lm_weight) * logprob + static_cast<float>(opt_.insertion_bonus);
+    p.lm_score += static_cast<float>(opt_.lm_weight) * logprob + static_cast<float>(opt_.insertion_bonus) +
+                  (word >= 0 ? 0.0f : static_cast<float>(opt_.oov_penalty));
     p.lm_node = node;
     p.word_node = 0;
     p.lookahead = 0.0f;

@@ -49,11 +49,12 @@ auto ctc_hvp(const at::Tensor& v, const at::Tensor& grad_loss, const at::Tensor&
 std::vector<std::vector<Hypothesis>> ctc_beam_search(const at::Tensor& log_probs, const at::Tensor& lengths,
                                                      const DecoderLM* lm, int64_t beam, double beam_threshold,
                                                      double token_threshold, int64_t token_beam, double blank_skip,
-                                                     double lm_weight, double insertion_bonus, int64_t nbest,
+                                                     double lm_weight, double insertion_bonus, double oov_penalty,
+                                                     int64_t nbest,
                                                      int64_t blank, int64_t space, bool lexicon_only) {
   TORCH_CHECK(beam >= 1 && token_beam >= 1 && nbest >= 1, "beam, token_beam and nbest must be at least 1");
-  const BeamSearchOptions options{beam,     beam_threshold,  token_threshold, token_beam, blank_skip, lm_weight,
-                                  insertion_bonus, nbest, blank, space, lexicon_only};
+  const BeamSearchOptions options{beam,        beam_threshold, token_threshold, token_beam, blank_skip, lm_weight,
+                                  insertion_bonus, oov_penalty, nbest, blank, space, lexicon_only};
   return ctc_beam_search_cpu(log_probs, lengths, options, lm);
 }
 
@@ -77,7 +78,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("ctc_beam_search", &metarecipe::ctc_beam_search, "CTC prefix beam search: per utterance its n-best",
         pybind11::arg("log_probs"), pybind11::arg("lengths"), pybind11::arg("lm").none(true), pybind11::arg("beam"),
         pybind11::arg("beam_threshold"), pybind11::arg("token_threshold"), pybind11::arg("token_beam"),
-        pybind11::arg("blank_skip"), pybind11::arg("lm_weight"), pybind11::arg("insertion_bonus"),
+        pybind11::arg("blank_skip"), pybind11::arg("lm_weight"), pybind11::arg("insertion_bonus"), pybind11::arg("oov_penalty"),
         pybind11::arg("nbest"), pybind11::arg("blank"), pybind11::arg("space"), pybind11::arg("lexicon_only"));
   m.def("ctc_hvp", &metarecipe::ctc_hvp, "backward of ctc_grad: (grad_loss * H v, -<gamma, v>)");
 }

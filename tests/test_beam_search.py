@@ -130,7 +130,7 @@ def test_word_lm_fusion_scores_words_at_boundaries(backend, lexicon_only):
     vocab_words = ["a", "ab", "bab", "bba"]  # "b", "ba", "bb" spell towards words but are none
     lm = NGramLM.train([[rng.choice(vocab_words) for _ in range(rng.randint(1, 4))] for _ in range(30)], order=2)
     tables = lm_tables(lm, tokens, "word")
-    weight, bonus = 1.2, -0.5
+    weight, bonus, oov_penalty = 1.2, -0.5, -3.0
 
     spelled_prefixes = {w[:k] for w in lm.vocab for k in range(1, len(w) + 1)}
 
@@ -141,12 +141,14 @@ def test_word_lm_fusion_scores_words_at_boundaries(backend, lexicon_only):
             finished = words[:-1] if unfinished else words
             if any(w not in lm.word_ids for w in finished) or (unfinished and words[-1] not in spelled_prefixes):
                 return -math.inf
-        return weight * lm.score_sentence(words) * LN10 + bonus * len(words)
+        oov = sum(w not in lm.word_ids for w in words)
+        return weight * lm.score_sentence(words) * LN10 + bonus * len(words) + oov_penalty * oov
 
     log_probs, lengths = random_log_probs(seed, 3, 6, 5)
     log_probs[..., 2] = -1e4  # <unk> never comes out
     log_probs = log_probs.log_softmax(-1)
-    options = BeamSearchOptions(**EXACT, lm_weight=weight, insertion_bonus=bonus, lexicon_only=lexicon_only)
+    options = BeamSearchOptions(**EXACT, lm_weight=weight, insertion_bonus=bonus, oov_penalty=oov_penalty,
+                                lexicon_only=lexicon_only)
     results = ctc_beam_search(log_probs, lengths, options, tables, space=tokens.ids["<space>"], backend=backend)
     for b, found in enumerate(results):
         expected = [e for e in exhaustive(log_probs[b, :lengths[b]], 5, lm_score) if 2 not in e[1]]

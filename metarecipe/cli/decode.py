@@ -45,6 +45,8 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--lm-weight", type=float, default=defaults.lm_weight)
     p.add_argument("--insertion-bonus", type=float, default=defaults.insertion_bonus,
                    help="added per word (word LM) or per token (token LM, no LM)")
+    p.add_argument("--oov-penalty", type=float, default=defaults.oov_penalty,
+                   help="word LM: added for each word outside the LM's vocabulary (ln, default %(default)s)")
     p.add_argument("--lexicon-only", action="store_true", help="word LM: only words of the LM's vocabulary")
     p.add_argument("--nbest", type=int, default=defaults.nbest)
     p.add_argument("--batch", type=int, default=16, help="utterances per acoustic model batch")
@@ -62,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
         options = BeamSearchOptions(beam=args.beam, beam_threshold=args.beam_threshold,
                                     token_threshold=args.token_threshold, token_beam=args.token_beam,
                                     blank_skip=args.blank_skip, lm_weight=args.lm_weight,
-                                    insertion_bonus=args.insertion_bonus, nbest=args.nbest,
+                                    insertion_bonus=args.insertion_bonus, oov_penalty=args.oov_penalty,
+                                    nbest=args.nbest,
                                     lexicon_only=args.lexicon_only)
         model, tokens, _ = load_model(args.model)
         utts = [u for pool in load_pools([args.data_dir], tokens).values() for u in pool]

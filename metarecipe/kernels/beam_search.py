@@ -3,9 +3,10 @@
 The search (docs/beam_search.md) keeps the best ``beam`` prefixes per frame, tries per frame only the tokens
 within ``token_threshold`` of the frame's best (at most ``token_beam`` of them), skips frames whose blank
 probability reaches ``blank_skip``, and adds ``lm_weight`` x ln P_LM plus ``insertion_bonus`` per LM unit:
-every token with an LM over tokens, every word (at the word boundary token) with an LM over words, every token
-without an LM. A word LM's score inside a word is looked ahead as the best unigram below the partial word in
-the vocabulary trie, and replaced by the word's own score at its end.
+every token with an LM over tokens, every word (at the word boundary token) with an LM over words (plus
+``oov_penalty`` for a word outside its vocabulary), every token without an LM. A word LM's score inside a word
+is looked ahead as the best unigram below the partial word in the vocabulary trie, and replaced by the word's
+own score at its end.
 """
 
 from __future__ import annotations
@@ -92,7 +93,9 @@ def _no_lm_tuple() -> tuple:
 
 @dataclass
 class BeamSearchOptions:
-    """Search settings; ln units. ``blank_skip`` is a probability (1.0 or more: never skip)."""
+    """Search settings; ln units. ``blank_skip`` is a probability (1.0 or more: never skip). ``oov_penalty`` is
+    added (not weighted) for each word a word LM scores as <unk>: without it, joining words into one unknown
+    word is often cheaper than scoring each of them."""
 
     beam: int = 16
     beam_threshold: float = 25.0
@@ -101,6 +104,7 @@ class BeamSearchOptions:
     blank_skip: float = 0.999
     lm_weight: float = 0.5
     insertion_bonus: float = 0.0
+    oov_penalty: float = -10.0
     nbest: int = 1
     lexicon_only: bool = False
 
@@ -142,14 +146,14 @@ def ctc_beam_search(log_probs: torch.Tensor, lengths: torch.Tensor, options: Bea
     if backend == "cpp":
         found = extension().ctc_beam_search(scores, lengths, lm.compiled() if lm is not None else None,
                                             options.beam, options.beam_threshold, options.token_threshold, token_beam,
-                                            blank_skip, options.lm_weight, options.insertion_bonus, options.nbest,
-                                            blank, space, options.lexicon_only)
+                                            blank_skip, options.lm_weight, options.insertion_bonus,
+                                            options.oov_penalty, options.nbest, blank, space, options.lexicon_only)
         return [[Hypothesis(list(t), s, a, m) for t, s, a, m in nbest] for nbest in found]
     from metarecipe.kernels.beam_search_numba import decode_one
 
     opts = np.array([options.beam, options.beam_threshold, options.token_threshold, token_beam, blank_skip,
                      options.lm_weight, options.insertion_bonus, options.nbest, blank, space,
-                     float(options.lexicon_only)], np.float64)
+                     float(options.lexicon_only), options.oov_penalty], np.float64)
     tables = lm.numba_tuple() if lm is not None else _no_lm_tuple()
     results = []
     for b in range(scores.shape[0]):

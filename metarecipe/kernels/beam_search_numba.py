@@ -65,12 +65,12 @@ def _grow(array, size):
 @_jit
 def decode_one(log_probs, frames, opts, lm):
     """log_probs (T, V) float32; opts (beam, beam_threshold, token_threshold, token_beam, blank_skip, lm_weight,
-    insertion_bonus, nbest, blank, space, lexicon_only) as float64; lm the tuple of LMTables arrays and ids
+    insertion_bonus, nbest, blank, space, lexicon_only, oov_penalty) as float64; lm the tuple of LMTables arrays and ids
     (mode 0: no LM). Returns (labels of the n-best concatenated, offsets (K + 1,), scores (K, 3): total,
     acoustic, LM)."""
     beam_size, beam_threshold, token_threshold = int(opts[0]), opts[1], opts[2]
     token_beam, blank_skip, weight, bonus = int(opts[3]), opts[4], opts[5], opts[6]
-    nbest, blank, space, lexicon_only = int(opts[7]), int(opts[8]), int(opts[9]), opts[10] != 0.0
+    nbest, blank, space, lexicon_only, oov = int(opts[7]), int(opts[8]), int(opts[9]), opts[10] != 0.0, opts[11]
     (mode, keys, logprob, nxt, backoff, suffix, start_node, end_word, unk_word, token_word, child_start,
      child_token, child_node, node_word, node_smear) = lm
     vocab = log_probs.shape[1]
@@ -148,7 +148,7 @@ def decode_one(log_probs, frames, opts, lm):
                                 else:
                                     lp_word, node = _lm_score(keys, logprob, nxt, backoff, suffix, unk_word, node,
                                                               word if word >= 0 else unk_word)
-                                    score += weight * lp_word + bonus
+                                    score += weight * lp_word + bonus + (0.0 if word >= 0 else oov)
                                     wnode, ahead = 0, 0.0
                         else:
                             wnode = _trie_child(child_start, child_token, child_node, wnode, c) if wnode >= 0 else -1
@@ -158,7 +158,7 @@ def decode_one(log_probs, frames, opts, lm):
                                 ahead = weight * node_smear[wnode]
                             else:
                                 ahead = weight * _lm_score(keys, logprob, nxt, backoff, suffix, unk_word, 0,
-                                                           unk_word)[0]
+                                                           unk_word)[0] + oov
                         if not allowed:
                             children[key] = FORBIDDEN
                             continue
@@ -207,7 +207,7 @@ def decode_one(log_probs, frames, opts, lm):
             word = node_word[wnode] if wnode >= 0 else -1
             lp_word, node = _lm_score(keys, logprob, nxt, backoff, suffix, unk_word, node,
                                       word if word >= 0 else unk_word)
-            score += weight * lp_word + bonus
+            score += weight * lp_word + bonus + (0.0 if word >= 0 else oov)
         if mode > 0:
             score += weight * _lm_score(keys, logprob, nxt, backoff, suffix, unk_word, node, end_word)[0]
         finals[k] = acoustic[k] + score
