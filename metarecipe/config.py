@@ -121,8 +121,7 @@ def load_config(cls: type[T], path=None, overrides: list[str] = ()) -> T:
     try:
         return _build(cls, values, "")
     except ConfigError as err:
-        with_overrides = f" with overrides {' '.join(overrides)}" if overrides else ""
-        raise ConfigError(f"{source}{with_overrides}: {err}") from None
+        raise ConfigError(f"{source}: {err}") from None
 
 
 def as_dict(config) -> dict:

@@ -9,6 +9,7 @@ from metarecipe.cli import (
     compute_feats,
     decode,
     make_demo_corpus,
+    meta_train,
     prepare_data,
     score,
     speed_perturb,
@@ -22,6 +23,7 @@ COMMANDS = {
     "validate-data-dir": validate_data_dir,
     "speed-perturb": speed_perturb,
     "compute-feats": compute_feats,
+    "meta-train": meta_train,
     "train-lm": train_lm,
     "decode": decode,
     "score": score,
@@ -37,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # the command line as given, for experiment records
     return COMMANDS[args.command].run(args)
 
 

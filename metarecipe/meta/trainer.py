@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from metarecipe.checkpoints import CheckpointDir
 from metarecipe.meta.algorithms import MetaAlgorithm
+from metarecipe.meta.distributed import TaskGroup
 from metarecipe.meta.sampling import TaskSampler, Utterance, draw_meta_batch
 from metarecipe.meta.tasks import MetaBatch, task_losses
 
@@ -38,21 +41,58 @@ def held_out_query_loss(algo: MetaAlgorithm, batch: MetaBatch) -> float:
         return float(task_losses(algo.model, params, batch.query, algo.inner.backend).mean())
 
 
+def _draw(pools, sampler: TaskSampler, config: MetaTrainConfig, step: int) -> MetaBatch:
+    """The meta-batch of a step: a function of (seed, step) alone, so a resumed or distributed run draws the same."""
+    rng = np.random.default_rng([config.seed, step])
+    return draw_meta_batch(pools, sampler.sample(config.tasks_per_batch, rng), config.support_seconds,
+                           config.query_seconds, rng)
+
+
+def _write_log(log_path: Path, records: list[dict]) -> None:
+    """The metrics file holds exactly `records` (lines of a killed run after its last checkpoint go)."""
+    tmp = log_path.with_name(f".{log_path.name}.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    os.replace(tmp, log_path)
+
+
 def meta_train(algo: MetaAlgorithm, pools: dict[str, list[Utterance]], config: MetaTrainConfig,
-               held_out: dict[str, list[Utterance]] | None = None, log_path=None) -> list[dict]:
+               held_out: dict[str, list[Utterance]] | None = None, log_path=None,
+               checkpoints: CheckpointDir | None = None, checkpoint_every: int = 0,
+               group: TaskGroup | None = None) -> list[dict]:
     """Trains algo's meta-parameters on the tasks of `pools`; returns the log records (one per step, with
-    "held_out_query_loss" every eval_every steps, at step 0 too), also appended to log_path as JSON lines."""
-    rng = np.random.default_rng(config.seed)
+    "held_out_query_loss" every eval_every steps, at step 0 too), also written to log_path as JSON lines.
+
+    With `checkpoints`, the state (meta-parameters, optimiser, log) is saved every `checkpoint_every` steps and
+    at the end, and a run resumes from the newest complete checkpoint: as the meta-batch of a step depends on
+    (seed, step) only, a resumed run repeats the uninterrupted one step for step. With a `group` of processes
+    (torch.distributed), each process computes the meta-gradient of its share of each meta-batch's tasks and one
+    all-reduce combines them (metarecipe.meta.distributed); only rank 0 writes logs and checkpoints."""
+    group = group or TaskGroup()
     sampler = TaskSampler(pools, config.strategy)
     params = algo.meta_parameters()
     optimizer = torch.optim.Adam(params, lr=config.meta_lr)
     eval_batches = []
     if held_out:
-        names = sorted(held_out)
-        eval_batches = [draw_meta_batch(held_out, names, config.support_seconds, config.query_seconds, rng)
-                        for _ in range(config.eval_batches)]
-    records = []
-    start = time.perf_counter()
+        rng = np.random.default_rng([config.seed, 2**32 - 1])
+        eval_batches = [draw_meta_batch(held_out, sorted(held_out), config.support_seconds, config.query_seconds,
+                                        rng) for _ in range(config.eval_batches)]
+    records: list[dict] = []
+    resumed = checkpoints.latest() if checkpoints is not None else None
+    if resumed is not None:
+        _, state = resumed
+        algo.load_state_dict(state["algorithm"])
+        optimizer.load_state_dict(state["optimizer"])
+        records = state["records"]
+    writer = group.rank == 0
+    log_path = Path(log_path) if log_path and writer else None
+    if log_path:
+        _write_log(log_path, records)
+
+    def save():
+        if checkpoints is not None and writer:
+            checkpoints.save(records[-1]["step"], {"algorithm": algo.state_dict(), "optimizer":
+                                                   optimizer.state_dict(), "records": records})
+
     with open(log_path, "a") if log_path else contextlib.nullcontext() as log_file:
 
         def record(entry):
@@ -63,17 +103,22 @@ def meta_train(algo: MetaAlgorithm, pools: dict[str, list[Utterance]], config: M
                 log_file.write(json.dumps(entry) + "\n")
                 log_file.flush()
 
-        record({"step": 0})
-        progress = tqdm(range(1, config.steps + 1), desc=f"meta-train {type(algo).__name__}", leave=False)
+        if not records:
+            record({"step": 0})
+        first = records[-1]["step"] + 1
+        progress = tqdm(range(first, config.steps + 1), desc=f"meta-train {type(algo).__name__}", leave=False,
+                        initial=first - 1, total=config.steps, disable=not writer)
         for step in progress:
-            batch = draw_meta_batch(pools, sampler.sample(config.tasks_per_batch, rng), config.support_seconds,
-                                    config.query_seconds, rng)
-            loss, grads = algo.meta_gradient(batch)
+            loss, grads = group.meta_gradient(algo, _draw(pools, sampler, config, step))
             optimizer.zero_grad()
             for p, g in zip(params, grads, strict=True):
                 p.grad = None if g is None else g.detach()
             norm = float(torch.nn.utils.clip_grad_norm_(params, config.clip_norm))
             optimizer.step()
             progress.set_postfix(loss=f"{float(loss):.3f}")
-            record({"step": step, "loss": float(loss), "grad_norm": norm, "seconds": time.perf_counter() - start})
+            record({"step": step, "loss": float(loss), "grad_norm": norm})
+            if checkpoint_every and step % checkpoint_every == 0 and step < config.steps:
+                save()
+    if not resumed or resumed[0] < config.steps:
+        save()
     return records

@@ -19,7 +19,7 @@ from metarecipe.models import encoders
 
 @dataclass(frozen=True)
 class ModelConfig:
-    vocab_size: int
+    vocab_size: int = 0  # 0 in a config file: the size of the experiment's token table
     num_mel_bins: int = 80
     conv_channels: int = 32
     d_model: int = 256

@@ -1,0 +1,164 @@
+"""A meta-training experiment directory: its config, checks before any work, the run, its outputs.
+
+`exp_dir` receives config.yaml (the resolved config), cmd (the command line), versions.json (git revision and
+library versions), tokens.txt, metrics.jsonl, ckpt/ (checkpoints), final.pt (the meta-trained model) and
+loss.png. Running again with the same config resumes; a different config in the same directory is an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from metarecipe.checkpoints import CheckpointDir, write_atomic
+from metarecipe.config import ConfigError, dump_yaml
+from metarecipe.data import read_data_dir
+from metarecipe.meta.algorithms import ALGORITHMS, InnerLoop, make_algorithm
+from metarecipe.meta.distributed import TaskGroup
+from metarecipe.meta.sampling import STRATEGIES, load_pools
+from metarecipe.meta.trainer import MetaTrainConfig, meta_train
+from metarecipe.models import BatchedCTCModel, ModelConfig
+from metarecipe.models.checkpoint import save_model
+from metarecipe.text.tokens import TokenTable
+
+
+@dataclass
+class DataConfig:
+    train: list[str]  # data dirs of the source tasks, with features (compute-feats)
+    held_out: list[str] = field(default_factory=list)  # data dirs whose query loss tracks progress
+    tokens: str | None = None  # tokens.txt; default: every character of the train and held-out texts
+    group_by: str = "lang"  # a task is a language, or any utt2<key> grouping (spk, accent...)
+
+
+@dataclass
+class MetaTrainExperiment:
+    data: DataConfig
+    algorithm: str = "fomaml"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    inner: InnerLoop = field(default_factory=InnerLoop)
+    train: MetaTrainConfig = field(default_factory=MetaTrainConfig)
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 3
+
+
+def check(config: MetaTrainExperiment) -> None:
+    """ConfigError for every value that cannot work, before any data is read."""
+    if config.algorithm not in ALGORITHMS or config.algorithm == "scratch":
+        raise ConfigError(f"algorithm: {config.algorithm!r} does not meta-train; choose from "
+                          f"{sorted(set(ALGORITHMS) - {'scratch'})}")
+    if config.train.strategy not in STRATEGIES:
+        raise ConfigError(f"train.strategy: must be one of {list(STRATEGIES)}, got {config.train.strategy!r}")
+    for name in ("checkpoint_every", "keep_checkpoints"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name}: must be at least 1, got {getattr(config, name)}")
+    if not config.data.train:
+        raise ConfigError("data.train: name at least one data directory")
+    for directory in config.data.train + config.data.held_out:
+        for needed in ("feats.scp", "utt2num_frames"):
+            if not (Path(directory) / needed).exists():
+                raise ConfigError(f"{Path(directory) / needed}: missing; run `metarecipe compute-feats {directory}`")
+
+
+def token_table(config: MetaTrainExperiment) -> TokenTable:
+    if config.data.tokens:
+        return TokenTable.read(config.data.tokens)
+    dirs = config.data.train + config.data.held_out
+    return TokenTable.from_texts(text for d in dirs for text in read_data_dir(d).text.values())
+
+
+def load_data(config: MetaTrainExperiment, tokens: TokenTable):
+    """(source pools, held-out pools) by task; a task with a character outside the token table is an error."""
+    pools = load_pools(config.data.train, tokens, config.data.group_by)
+    held_out = load_pools(config.data.held_out, tokens, config.data.group_by) if config.data.held_out else None
+    unk = tokens.ids["<unk>"]
+    for task, utts in {**pools, **(held_out or {})}.items():
+        bad = next((u.utt for u in utts if unk in u.targets), None)
+        if bad and config.data.tokens:
+            raise ConfigError(f"task {task}: utterance {bad} has characters outside {config.data.tokens}")
+    return pools, held_out
+
+
+def _versions() -> dict:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        revision = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                  timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        revision = None
+    packages = {}
+    for name in ("metarecipe", "torch", "numpy", "numba", "kaldiio", "soundfile"):
+        try:
+            packages[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            packages[name] = None
+    return {"git_revision": revision, "python": sys.version.split()[0], "packages": packages}
+
+
+def prepare_exp_dir(exp_dir: Path, config: MetaTrainExperiment, tokens: TokenTable, argv: list[str]) -> None:
+    """Writes config, command, versions and tokens; the same directory with another config is an error."""
+    resolved = dump_yaml(config)
+    previous = exp_dir / "config.yaml"
+    if previous.exists() and previous.read_text(encoding="utf-8") != resolved:
+        raise ConfigError(f"{exp_dir} holds a run with another config ({previous}); resume it with that config "
+                          f"or choose a new --exp-dir")
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(previous, resolved.encode())
+    write_atomic(exp_dir / "cmd", (" ".join(shlex.quote(a) for a in argv) + "\n").encode())
+    write_atomic(exp_dir / "versions.json", json.dumps(_versions(), indent=1).encode())
+    tokens.write(exp_dir / "tokens.txt")
+
+
+def plot_losses(records: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    steps = [r["step"] for r in records if "loss" in r]
+    ax.plot(steps, [r["loss"] for r in records if "loss" in r], label="meta-batch loss")
+    held = [(r["step"], r["held_out_query_loss"]) for r in records if "held_out_query_loss" in r]
+    if held:
+        ax.plot(*zip(*held, strict=True), marker="o", label="held-out query loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("CTC loss")
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def run_experiment(config: MetaTrainExperiment, exp_dir, argv: list[str]) -> list[dict]:
+    """Checks everything, then meta-trains (resuming from exp_dir/ckpt when there is a checkpoint)."""
+    exp_dir = Path(exp_dir)
+    check(config)
+    tokens = token_table(config)
+    if config.model.vocab_size not in (0, len(tokens)):
+        raise ConfigError(f"model.vocab_size: {config.model.vocab_size} but the token table has {len(tokens)}")
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=len(tokens)))
+    pools, held_out = load_data(config, tokens)
+    group = TaskGroup()
+    if group.rank == 0:
+        prepare_exp_dir(exp_dir, config, tokens, argv)
+    torch.manual_seed(config.train.seed)
+    model = BatchedCTCModel(config.model)
+    algo = make_algorithm(config.algorithm, model, config.inner)
+    records = meta_train(algo, pools, config.train, held_out, exp_dir / "metrics.jsonl",
+                         CheckpointDir(exp_dir / "ckpt", config.keep_checkpoints), config.checkpoint_every, group)
+    if group.rank == 0:
+        save_model(exp_dir / "final.pt", model, tokens, {"algorithm": config.algorithm,
+                                                         "steps": config.train.steps})
+        plot_losses(records, exp_dir / "loss.png")
+    return records
+

@@ -1,0 +1,125 @@
+"""`metarecipe meta-train`: experiment dirs, exact resume after SIGKILL, and errors before any work."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from test_commonvoice import make_release
+
+from metarecipe.cli.main import main
+from metarecipe.data.corpora import get_corpus
+from metarecipe.features import compute_feats
+from metarecipe.models.checkpoint import load_model
+
+# fsync made slow, so that a kill can be aimed inside a checkpoint write; then the command itself
+KILLABLE = """
+import os, sys, time
+if os.environ.get("SLOW_FSYNC"):
+    fsync = os.fsync
+    os.fsync = lambda fd: (time.sleep(0.3), fsync(fd))
+from metarecipe.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("meta_train")
+    dirs = get_corpus("commonvoice")(make_release(tmp / "cv", "cv-21.0"), tmp / "data", splits=("train", "dev"))
+    for path in dirs.values():
+        compute_feats(path, nj=1, progress=False)
+    return dirs["de/train"], dirs["de/dev"]
+
+
+def arguments(data, exp_dir, steps=12):
+    train, dev = data
+    return ["meta-train", "--exp-dir", str(exp_dir), f"data.train=[{train}]", f"data.held_out=[{dev}]",
+            "data.group_by=spk", "algorithm=fomaml", f"train.steps={steps}", "train.tasks_per_batch=2",
+            "train.support_seconds=0.4", "train.query_seconds=0.4", "train.eval_every=4", "train.eval_batches=1",
+            "train.meta_lr=0.01", "checkpoint_every=2", "keep_checkpoints=2", "model.conv_channels=4",
+            "model.d_model=16", "model.gru_hidden=8", "model.gru_layers=1"]
+
+
+def final_params(exp_dir):
+    model, _, _ = load_model(exp_dir / "final.pt")
+    return {n: p.detach() for n, p in model.params.items()}
+
+
+def test_an_experiment_dir_holds_config_command_versions_metrics_and_model(data, tmp_path, capsys):
+    exp = tmp_path / "exp"
+    assert main(arguments(data, exp)) == 0
+    assert "12 steps" in capsys.readouterr().out
+    for name in ("config.yaml", "cmd", "versions.json", "tokens.txt", "metrics.jsonl", "final.pt", "loss.png"):
+        assert (exp / name).exists(), name
+    assert "train.steps=12" in (exp / "cmd").read_text()
+    assert json.loads((exp / "versions.json").read_text())["packages"]["torch"].split("+")[0] == \
+        torch.__version__.split("+")[0]
+    records = [json.loads(line) for line in (exp / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(13))
+    assert sorted(p.name for p in (exp / "ckpt").glob("*.pt")) == ["ckpt-00000010.pt", "ckpt-00000012.pt"]
+    # the same command again resumes from the last checkpoint: nothing left to do, the same results
+    before = final_params(exp)
+    assert main(arguments(data, exp)) == 0
+    assert all(torch.equal(before[n], p) for n, p in final_params(exp).items())
+    # another config in the same directory is refused
+    assert main(arguments(data, exp, steps=20)) == 1
+    assert "holds a run with another config" in capsys.readouterr().out
+
+
+def newest_checkpoint(exp_dir) -> int:
+    steps = [int(p.stem.split("-")[1]) for p in (exp_dir / "ckpt").glob("ckpt-*.json")]
+    return max(steps, default=0)
+
+
+def test_killed_three_times_and_resumed_equals_the_uninterrupted_run(data, tmp_path):
+    """SIGKILL at two random moments and once inside a checkpoint write; each rerun resumes. The final
+    parameters equal the uninterrupted run's to 1e-6 and the metrics lines are the same."""
+    steps = 40
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    assert main(arguments(data, reference, steps)) == 0
+    rng = random.Random()
+    command = [sys.executable, "-c", KILLABLE, *arguments(data, resumed, steps)]
+    for slow in (False, True, False):
+        env = {**os.environ, "SLOW_FSYNC": "1"} if slow else dict(os.environ)
+        start = newest_checkpoint(resumed)
+        run = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and run.poll() is None:
+            if slow and list((resumed / "ckpt").glob(".*.tmp")):
+                break  # a checkpoint file is being written
+            if not slow and newest_checkpoint(resumed) > start:
+                time.sleep(rng.uniform(0.0, 0.3))
+                break
+            time.sleep(0.002)
+        assert run.poll() is None, "the run ended before it could be killed"
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait()
+    assert newest_checkpoint(resumed) < steps
+    assert main(arguments(data, resumed, steps)) == 0
+    expected, found = final_params(reference), final_params(resumed)
+    for name, value in expected.items():
+        torch.testing.assert_close(found[name], value, rtol=0, atol=1e-6)
+    assert (resumed / "metrics.jsonl").read_text() == (reference / "metrics.jsonl").read_text()
+
+
+@pytest.mark.parametrize("change, message", [
+    (["train.stpes=3"], "unknown key 'train.stpes'"),
+    (["train.steps=many"], "train.steps: expected int, got 'many'"),
+    (["algorithm=mamll"], "algorithm: 'mamll' does not meta-train"),
+    (["data.held_out=[/nonexistent/dev]"], "/nonexistent/dev/feats.scp: missing; run `metarecipe compute-feats"),
+])
+def test_bad_configs_fail_before_any_work_and_write_nothing(data, tmp_path, capsys, change, message):
+    exp = tmp_path / "exp"
+    start = time.perf_counter()
+    assert main(arguments(data, exp) + change) == 1
+    seconds = time.perf_counter() - start
+    out = capsys.readouterr().out
+    assert message in out, out
+    assert not exp.exists()
+    print(f"failed in {seconds:.2f} s: {out.strip()}")
