@@ -67,8 +67,11 @@ def test_an_experiment_dir_holds_config_command_versions_metrics_and_model(data,
     before = final_params(exp)
     assert main(arguments(data, exp)) == 0
     assert all(torch.equal(before[n], p) for n, p in final_params(exp).items())
-    # another config in the same directory is refused
-    assert main(arguments(data, exp, steps=20)) == 1
+    # more steps go on from the end; another config in the same directory is refused
+    assert main(arguments(data, exp, steps=14)) == 0
+    assert len((exp / "metrics.jsonl").read_text().splitlines()) == 15
+    capsys.readouterr()
+    assert main(arguments(data, exp, steps=14) + ["train.meta_lr=0.02"]) == 1
     assert "holds a run with another config" in capsys.readouterr().out
 
 

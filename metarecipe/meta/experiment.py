@@ -2,7 +2,8 @@
 
 `exp_dir` receives config.yaml (the resolved config), cmd (the command line), versions.json (git revision and
 library versions), tokens.txt, metrics.jsonl, ckpt/ (checkpoints), final.pt (the meta-trained model) and
-loss.png. Running again with the same config resumes; a different config in the same directory is an error.
+loss.png. Running again with the same config resumes (with more train.steps, it goes on from the end); a
+different config in the same directory is an error.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import yaml
 
 from metarecipe.checkpoints import CheckpointDir, write_atomic
-from metarecipe.config import ConfigError, dump_yaml
+from metarecipe.config import ConfigError, as_dict, dump_yaml
 from metarecipe.data import read_data_dir
 from metarecipe.meta.algorithms import ALGORITHMS, InnerLoop, make_algorithm
 from metarecipe.meta.distributed import TaskGroup
@@ -103,13 +105,20 @@ def _versions() -> dict:
     return {"git_revision": revision, "python": sys.version.split()[0], "packages": packages}
 
 
+def _same_run(previous: dict, current: dict) -> bool:
+    """Whether current continues previous: the same config but for the number of steps."""
+    def without_steps(config: dict) -> dict:
+        return {**config, "train": {k: v for k, v in config.get("train", {}).items() if k != "steps"}}
+    return without_steps(previous) == without_steps(current)
+
+
 def prepare_exp_dir(exp_dir: Path, config: MetaTrainExperiment, tokens: TokenTable, argv: list[str]) -> None:
     """Writes config, command, versions and tokens; the same directory with another config is an error."""
     resolved = dump_yaml(config)
     previous = exp_dir / "config.yaml"
-    if previous.exists() and previous.read_text(encoding="utf-8") != resolved:
+    if previous.exists() and not _same_run(yaml.safe_load(previous.read_text(encoding="utf-8")), as_dict(config)):
         raise ConfigError(f"{exp_dir} holds a run with another config ({previous}); resume it with that config "
-                          f"or choose a new --exp-dir")
+                          f"(train.steps may grow) or choose a new --exp-dir")
     exp_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(previous, resolved.encode())
     write_atomic(exp_dir / "cmd", (" ".join(shlex.quote(a) for a in argv) + "\n").encode())
