@@ -126,3 +126,46 @@ def test_bad_configs_fail_before_any_work_and_write_nothing(data, tmp_path, caps
     assert message in out, out
     assert not exp.exists()
     print(f"failed in {seconds:.2f} s: {out.strip()}")
+
+
+@pytest.fixture(scope="module")
+def meta_trained(data, tmp_path_factory):
+    """A metasgd run (its rates are saved beside the model) to adapt from."""
+    exp = tmp_path_factory.mktemp("metasgd") / "exp"
+    assert main(arguments(data, exp, steps=4) + ["algorithm=metasgd"]) == 0
+    return exp
+
+
+def test_adapt_uses_the_meta_learners_rule_and_writes_the_adapted_model(data, meta_trained, tmp_path, capsys):
+    train, _ = data
+    exp = tmp_path / "adapt"
+    args = ["adapt", "--exp-dir", str(exp), f"model={meta_trained / 'final.pt'}", f"data={train}",
+            "adapt.minutes=0.035", "adapt.max_steps=6", "adapt.batch_utts=2", "adapt.eval_every=2"]
+    assert main(args) == 0
+    assert "adapted on" in capsys.readouterr().out
+    model, _, info = load_model(exp / "adapted.pt")
+    assert info["rule"] == "metasgd" and info["algorithm"] == "metasgd"
+    history = [json.loads(line) for line in (exp / "history.jsonl").read_text().splitlines()]
+    assert history[0]["step"] == 0 and len(history) >= 2
+    before = final_params(meta_trained)
+    assert any(not torch.equal(before[n], p.detach()) for n, p in model.params.items())
+
+
+@pytest.mark.parametrize("change, message", [
+    (["adapt.minutes=500"], "adapt.minutes: a budget of 500 min exceeds the 0.04 min of training data"),
+    (["rule=fast"], "rule: must be one of ['sgd', 'head', 'metasgd'], got 'fast'"),
+    (["adapt.minuts=1"], "unknown key 'adapt.minuts'"),
+    (["model=/nonexistent/final.pt"], "model: /nonexistent/final.pt: not a readable model file"),
+])
+def test_adapt_errors_come_first_and_write_nothing(data, meta_trained, tmp_path, capsys, change, message):
+    train, _ = data
+    exp = tmp_path / "adapt"
+    args = ["adapt", "--exp-dir", str(exp), f"model={meta_trained / 'final.pt'}", f"data={train}",
+            "adapt.minutes=0.03"]
+    start = time.perf_counter()
+    assert main(args + change) == 1
+    seconds = time.perf_counter() - start
+    out = capsys.readouterr().out
+    assert message in out, out
+    assert not exp.exists()
+    print(f"failed in {seconds:.2f} s: {out.strip()}")

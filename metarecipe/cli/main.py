@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from metarecipe.cli import (
+    adapt,
     compute_feats,
     decode,
     make_demo_corpus,
@@ -24,6 +25,7 @@ COMMANDS = {
     "speed-perturb": speed_perturb,
     "compute-feats": compute_feats,
     "meta-train": meta_train,
+    "adapt": adapt,
     "train-lm": train_lm,
     "decode": decode,
     "score": score,

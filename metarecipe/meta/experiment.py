@@ -1,15 +1,17 @@
 """A meta-training experiment directory: its config, checks before any work, the run, its outputs.
 
 `exp_dir` receives config.yaml (the resolved config), cmd (the command line), versions.json (git revision and
-library versions), tokens.txt, metrics.jsonl, ckpt/ (checkpoints), final.pt (the meta-trained model) and
-loss.png. Running again with the same config resumes (with more train.steps, it goes on from the end); a
-different config in the same directory is an error.
+library versions), tokens.txt, metrics.jsonl, ckpt/ (checkpoints), final.pt (the meta-trained model, with the
+adaptation rule of its algorithm; Meta-SGD's rates in alphas.pt beside it) and loss.png. Running again with the
+same config resumes (with more train.steps, it goes on from the end); a different config in the same directory
+is an error.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import io
 import json
 import os
 import shlex
@@ -166,8 +168,14 @@ def run_experiment(config: MetaTrainExperiment, exp_dir, argv: list[str]) -> lis
     records = meta_train(algo, pools, config.train, held_out, exp_dir / "metrics.jsonl",
                          CheckpointDir(exp_dir / "ckpt", config.keep_checkpoints), config.checkpoint_every, group)
     if group.rank == 0:
-        save_model(exp_dir / "final.pt", model, tokens, {"algorithm": config.algorithm,
-                                                         "steps": config.train.steps})
+        adaptation = algo.adaptation()
+        rule = adaptation.rule if isinstance(adaptation.model, BatchedCTCModel) else "sgd"
+        if adaptation.alphas is not None:
+            buffer = io.BytesIO()
+            torch.save(adaptation.alphas, buffer)
+            write_atomic(exp_dir / "alphas.pt", buffer.getvalue())
+        save_model(exp_dir / "final.pt", model, tokens, {"algorithm": config.algorithm, "steps": config.train.steps,
+                                                         "rule": rule})
         plot_losses(records, exp_dir / "loss.png")
     return records
 

@@ -1,0 +1,78 @@
+"""An adaptation experiment: a meta-trained model file, a target data dir and a budget in minutes.
+
+Everything that cannot work is found before anything is written: an unknown rule, an unreadable model, a data
+dir without features, target characters missing from the model's token table, a budget larger than the data.
+`exp_dir` receives config.yaml, cmd, versions.json, history.jsonl (held-out loss per evaluation) and adapted.pt.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from metarecipe.checkpoints import write_atomic
+from metarecipe.config import ConfigError
+from metarecipe.meta.adapt import AdaptConfig, AdaptResult, adapt
+from metarecipe.meta.experiment import prepare_exp_dir
+from metarecipe.meta.sampling import load_pools
+from metarecipe.models import BatchedCTCModel
+from metarecipe.models.checkpoint import load_model, save_model
+
+RULES = ("sgd", "head", "metasgd")
+
+
+@dataclass
+class AdaptExperiment:
+    model: str  # model file, e.g. exp/meta/final.pt
+    data: str  # the target's training data dir (features); the budget is drawn from it, never from dev or test
+    adapt: AdaptConfig
+    rule: str | None = None  # sgd, head or metasgd; default: the meta-learner's, stored with the model
+
+
+def _checked_inputs(config: AdaptExperiment):
+    """(model, tokens, info, rule, alphas, pool) or ConfigError naming the key, path or number."""
+    if config.rule is not None and config.rule not in RULES:
+        raise ConfigError(f"rule: must be one of {list(RULES)}, got {config.rule!r}")
+    try:
+        model, tokens, info = load_model(config.model)
+    except (ValueError, OSError) as err:
+        raise ConfigError(f"model: {err}") from err
+    rule = config.rule or info.get("rule", "sgd")
+    alphas = None
+    if rule == "metasgd":
+        alphas_path = Path(config.model).with_name("alphas.pt")
+        if not alphas_path.exists():
+            raise ConfigError(f"rule: metasgd needs the meta-learned rates, {alphas_path} is missing")
+        alphas = torch.load(alphas_path, map_location="cpu", weights_only=True)
+    for needed in ("feats.scp", "utt2num_frames"):
+        if not (Path(config.data) / needed).exists():
+            raise ConfigError(f"{Path(config.data) / needed}: missing; run `metarecipe compute-feats {config.data}`")
+    pool = [u for utts in load_pools([config.data], tokens).values() for u in utts]
+    unknown = next((u.utt for u in pool if tokens.ids["<unk>"] in u.targets), None)
+    if unknown:
+        raise ConfigError(f"data: utterance {unknown} has characters outside the model's token table "
+                          f"({len(tokens)} tokens): adapt a model whose tokens cover the target language")
+    available = sum(u.seconds for u in pool) / 60
+    if config.adapt.minutes > available:
+        raise ConfigError(f"adapt.minutes: a budget of {config.adapt.minutes:g} min exceeds the {available:.2f} min "
+                          f"of training data in {config.data}")
+    return model, tokens, info, rule, alphas, pool
+
+
+def run_adaptation(config: AdaptExperiment, exp_dir, argv: list[str]) -> AdaptResult:
+    exp_dir = Path(exp_dir)
+    model, tokens, info, rule, alphas, pool = _checked_inputs(config)
+    prepare_exp_dir(exp_dir, config, tokens, argv)
+    result = adapt(model, pool, config.adapt, rule, alphas)
+    adapted = BatchedCTCModel(model.config)
+    with torch.no_grad():
+        for name, value in result.params.items():
+            adapted.params[name].copy_(value)
+    history = "".join(json.dumps({"step": s, "held_out_loss": loss}) + "\n" for s, loss in result.history)
+    write_atomic(exp_dir / "history.jsonl", history.encode())
+    save_model(exp_dir / "adapted.pt", adapted, tokens, {**info, "adapted_on": config.data, "rule": rule,
+                                                         "minutes": config.adapt.minutes})
+    return result
