@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
+from metarecipe.checkpoints import write_atomic
 from metarecipe.data.datadir import DataDirError
 from metarecipe.decode.decoder import best_texts, decode, log_probs_of
 from metarecipe.decode.lm_tables import lm_tables
@@ -54,9 +54,7 @@ def add_parser(sub, name: str) -> None:
 
 
 def write_text(path: Path, lines: list[str]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, "".join(f"{line}\n" for line in lines).encode("utf-8"))
 
 
 def run(args: argparse.Namespace) -> int:

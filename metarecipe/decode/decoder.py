@@ -17,12 +17,12 @@ def log_probs_of(model: BatchedCTCModel, utts: list[Utterance], batch_utts: int 
     """utt id -> (T', V) log-probabilities of the model, batched by similar lengths."""
     out = {}
     ordered = sorted(utts, key=lambda u: u.frames)
+    stacked = {name: p.unsqueeze(0) for name, p in model.params.items()}
     with torch.no_grad():
         for start in tqdm(range(0, len(ordered), batch_utts), desc="acoustic model", unit="batch",
                           disable=not progress):
             chunk = ordered[start:start + batch_utts]
             tasks = collate([chunk], len(chunk))
-            stacked = {name: p.unsqueeze(0) for name, p in model.params.items()}
             log_probs, lengths = model.functional_forward(stacked, tasks.feats, tasks.lengths)
             for utt, scores, length in zip(chunk, log_probs[0], lengths[0].tolist(), strict=True):
                 out[utt.utt] = scores[:length].clone()

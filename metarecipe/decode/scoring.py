@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from metarecipe.checkpoints import write_atomic
 from metarecipe.decode.alignment import align, op_codes
 
 MODES = ("present", "all", "strict")
@@ -196,11 +197,7 @@ def group_table_lines(report: ScoreReport, name: str) -> list[str]:
 
 def write_lines(path: str | os.PathLike, lines: list[str]) -> None:
     """Writes lines (UTF-8, \\n) to a temporary file beside path, then moves it onto path."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.writelines(line + "\n" for line in lines)
-    os.replace(tmp, path)
+    write_atomic(Path(path), "".join(line + "\n" for line in lines).encode("utf-8"))
 
 
 def write_summary(report: ScoreReport, path: str | os.PathLike) -> None:

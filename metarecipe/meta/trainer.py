@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from metarecipe.checkpoints import CheckpointDir
+from metarecipe.checkpoints import CheckpointDir, write_atomic
 from metarecipe.meta.algorithms import MetaAlgorithm
 from metarecipe.meta.distributed import TaskGroup
 from metarecipe.meta.sampling import TaskSampler, Utterance, draw_meta_batch
@@ -50,9 +49,7 @@ def _draw(pools, sampler: TaskSampler, config: MetaTrainConfig, step: int) -> Me
 
 def _write_log(log_path: Path, records: list[dict]) -> None:
     """The metrics file holds exactly `records` (lines of a killed run after its last checkpoint go)."""
-    tmp = log_path.with_name(f".{log_path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    os.replace(tmp, log_path)
+    write_atomic(log_path, "".join(json.dumps(r) + "\n" for r in records).encode())
 
 
 def meta_train(algo: MetaAlgorithm, pools: dict[str, list[Utterance]], config: MetaTrainConfig,
