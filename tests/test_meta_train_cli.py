@@ -10,11 +10,13 @@ import time
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_commonvoice import make_release
 
 from metarecipe.cli.main import main
 from metarecipe.data.corpora import get_corpus
 from metarecipe.features import compute_feats
+from metarecipe.models import BatchedCTCModel, ProgressiveCTCModel
 from metarecipe.models.checkpoint import load_model
 
 # fsync made slow, so that a kill can be aimed inside a checkpoint write; then the command itself
@@ -53,7 +55,7 @@ def final_params(exp_dir):
 
 def test_an_experiment_dir_holds_config_command_versions_metrics_and_model(data, tmp_path, capsys):
     exp = tmp_path / "exp"
-    assert main(arguments(data, exp)) == 0
+    assert main(arguments(data, exp) + ["tensorboard=true"]) == 0
     assert "12 steps" in capsys.readouterr().out
     for name in ("config.yaml", "cmd", "versions.json", "tokens.txt", "metrics.jsonl", "final.pt", "loss.png"):
         assert (exp / name).exists(), name
@@ -63,6 +65,9 @@ def test_an_experiment_dir_holds_config_command_versions_metrics_and_model(data,
     records = [json.loads(line) for line in (exp / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(13))
     assert sorted(p.name for p in (exp / "ckpt").glob("*.pt")) == ["ckpt-00000010.pt", "ckpt-00000012.pt"]
+    events = EventAccumulator(str(exp / "tensorboard"))
+    events.Reload()
+    assert [e.value for e in events.Scalars("loss")] == pytest.approx([r["loss"] for r in records[1:]], rel=1e-6)
     # the same command again resumes from the last checkpoint: nothing left to do, the same results
     before = final_params(exp)
     assert main(arguments(data, exp)) == 0
@@ -116,6 +121,9 @@ def test_killed_three_times_and_resumed_equals_the_uninterrupted_run(data, tmp_p
     (["train.steps=many"], "train.steps: expected int, got 'many'"),
     (["algorithm=mamll"], "algorithm: 'mamll' does not meta-train"),
     (["data.held_out=[/nonexistent/dev]"], "/nonexistent/dev/feats.scp: missing; run `metarecipe compute-feats"),
+    pytest.param(["device=cuda"], "device: 'cuda' needs a GPU but none is visible",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible here")),
+    (["device=tpu:0"], "device: 'tpu:0' is not a device here"),
 ])
 def test_bad_configs_fail_before_any_work_and_write_nothing(data, tmp_path, capsys, change, message):
     exp = tmp_path / "exp"
@@ -153,7 +161,10 @@ def test_adapt_uses_the_meta_learners_rule_and_writes_the_adapted_model(data, me
 
 @pytest.mark.parametrize("change, message", [
     (["adapt.minutes=500"], "adapt.minutes: a budget of 500 min exceeds the 0.04 min of training data"),
-    (["rule=fast"], "rule: must be one of ['sgd', 'head', 'metasgd'], got 'fast'"),
+    (["rule=fast"], "rule: must be one of ['sgd', 'head', 'metasgd', 'pnn'], got 'fast'"),
+    (["scratch=true", "rule=metasgd"], "rule: scratch training uses sgd, got 'metasgd'"),
+    pytest.param(["device=cuda:0"], "device: 'cuda:0' needs a GPU but none is visible",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible here")),
     (["adapt.minuts=1"], "unknown key 'adapt.minuts'"),
     (["model=/nonexistent/final.pt"], "model: /nonexistent/final.pt: not a readable model file"),
 ])
@@ -169,3 +180,27 @@ def test_adapt_errors_come_first_and_write_nothing(data, meta_trained, tmp_path,
     assert message in out, out
     assert not exp.exists()
     print(f"failed in {seconds:.2f} s: {out.strip()}")
+
+
+@pytest.mark.parametrize("change, rule", [(["rule=pnn"], "pnn"), (["scratch=true"], "sgd")])
+def test_progressive_and_scratch_adaptation_write_models_that_decode(data, meta_trained, tmp_path, change, rule):
+    """pnn grows a new column beside the frozen meta-trained one; scratch starts from fresh parameters. Both model
+    files load and decode."""
+    train, dev = data
+    exp = tmp_path / "adapt"
+    args = ["adapt", "--exp-dir", str(exp), f"model={meta_trained / 'final.pt'}", f"data={train}",
+            "adapt.minutes=0.035", "adapt.max_steps=4", "adapt.batch_utts=2", "adapt.eval_every=2"]
+    assert main(args + change) == 0
+    model, _, info = load_model(exp / "adapted.pt")
+    assert info["rule"] == rule and info["scratch"] == (rule == "sgd")
+    before = final_params(meta_trained)
+    if rule == "pnn":
+        assert isinstance(model, ProgressiveCTCModel)
+        for name, value in before.items():  # the source column stays frozen
+            assert torch.equal(model.columns[0].params[name].detach(), value)
+        assert any(n.startswith("lat") for n in model.params)
+    else:
+        assert isinstance(model, BatchedCTCModel)
+        assert all(not torch.allclose(before[n], p.detach()) for n, p in model.params.items() if p.numel() > 8)
+    assert main(["decode", str(exp / "adapted.pt"), str(dev), str(tmp_path / "decode"), "--beam", "4"]) == 0
+    assert len((tmp_path / "decode" / "hyp").read_text().splitlines()) == len((dev / "text").read_text().splitlines())

@@ -8,9 +8,11 @@ import time
 from pathlib import Path
 
 from metarecipe.checkpoints import write_atomic
+from metarecipe.config import ConfigError
 from metarecipe.data.datadir import DataDirError
 from metarecipe.decode.decoder import best_texts, decode, log_probs_of
 from metarecipe.decode.lm_tables import lm_tables
+from metarecipe.devices import resolve_device
 from metarecipe.kernels.beam_search import BeamSearchOptions
 from metarecipe.meta.sampling import load_pools
 from metarecipe.models.checkpoint import load_model
@@ -51,6 +53,7 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--nbest", type=int, default=defaults.nbest)
     p.add_argument("--batch", type=int, default=16, help="utterances per acoustic model batch")
     p.add_argument("--backend", choices=("cpp", "numba"), help="beam search backend (default: fastest here)")
+    p.add_argument("--device", default="cpu", help="where the acoustic model runs: cpu, cuda, cuda:N or auto")
 
 
 def write_text(path: Path, lines: list[str]) -> None:
@@ -65,10 +68,12 @@ def run(args: argparse.Namespace) -> int:
                                     insertion_bonus=args.insertion_bonus, oov_penalty=args.oov_penalty,
                                     nbest=args.nbest,
                                     lexicon_only=args.lexicon_only)
+        device = resolve_device(args.device, "--device")
         model, tokens, _ = load_model(args.model)
+        model = model.to(device)
         utts = [u for pool in load_pools([args.data_dir], tokens).values() for u in pool]
         tables = lm_tables(NGramLM.read_arpa(args.lm), tokens, args.lm_unit) if args.lm and not args.greedy else None
-    except (ValueError, OSError, DataDirError) as err:
+    except (ValueError, OSError, DataDirError, ConfigError) as err:
         print(f"metarecipe decode: {err}")
         return 1
     out = Path(args.out_dir)

@@ -9,6 +9,7 @@ import torch.distributed as dist
 
 from metarecipe.config import ConfigError, load_config
 from metarecipe.data.datadir import DataDirError
+from metarecipe.devices import resolve_device
 from metarecipe.meta.experiment import MetaTrainExperiment, run_experiment
 
 
@@ -19,7 +20,7 @@ def add_parser(sub, name: str) -> None:
                                    "receives the resolved config, the command, versions, metrics.jsonl, checkpoints "
                                    "(ckpt/), final.pt and loss.png. Run the same command again to resume from the "
                                    "newest checkpoint; under `torchrun --nproc-per-node N` the tasks of each "
-                                   "meta-batch are shared by the processes (gloo).")
+                                   "meta-batch are shared by the processes (gloo on the CPU, NCCL with device=cuda).")
     p.add_argument("--config", help="YAML config (default: built-in defaults and the overrides)")
     p.add_argument("--exp-dir", required=True)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.steps=200 model.d_model=128")
@@ -27,16 +28,16 @@ def add_parser(sub, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if distributed:
-        dist.init_process_group("gloo")
     try:
         config = load_config(MetaTrainExperiment, args.config, args.overrides)
+        if distributed:
+            dist.init_process_group("nccl" if resolve_device(config.device).type == "cuda" else "gloo")
         records = run_experiment(config, args.exp_dir, ["metarecipe", *args.argv])
     except (ConfigError, DataDirError, FileNotFoundError) as err:
         print(f"metarecipe meta-train: {err}")
         return 1
     finally:
-        if distributed:
+        if dist.is_initialized():
             dist.destroy_process_group()
     last = records[-1]
     held = [r["held_out_query_loss"] for r in records if "held_out_query_loss" in r]

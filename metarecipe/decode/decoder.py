@@ -14,7 +14,7 @@ from metarecipe.text.tokens import TokenTable
 
 def log_probs_of(model: BatchedCTCModel, utts: list[Utterance], batch_utts: int = 16,
                  progress: bool = False) -> dict[str, torch.Tensor]:
-    """utt id -> (T', V) log-probabilities of the model, batched by similar lengths."""
+    """utt id -> (T', V) log-probabilities (on the CPU) of the model, run on its device, batched by length."""
     out = {}
     ordered = sorted(utts, key=lambda u: u.frames)
     stacked = {name: p.unsqueeze(0) for name, p in model.params.items()}
@@ -22,10 +22,10 @@ def log_probs_of(model: BatchedCTCModel, utts: list[Utterance], batch_utts: int 
         for start in tqdm(range(0, len(ordered), batch_utts), desc="acoustic model", unit="batch",
                           disable=not progress):
             chunk = ordered[start:start + batch_utts]
-            tasks = collate([chunk], len(chunk))
+            tasks = collate([chunk], len(chunk)).to(next(iter(model.params.values())).device)
             log_probs, lengths = model.functional_forward(stacked, tasks.feats, tasks.lengths)
             for utt, scores, length in zip(chunk, log_probs[0], lengths[0].tolist(), strict=True):
-                out[utt.utt] = scores[:length].clone()
+                out[utt.utt] = scores[:length].cpu().clone()
     return out
 
 

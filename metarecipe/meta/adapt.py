@@ -60,7 +60,8 @@ def adapt(model, pool: list[Utterance], config: AdaptConfig, rule: str = "sgd", 
         raise ValueError("the metasgd rule needs the meta-learned rates (alphas)")
     rng = np.random.default_rng(config.seed)
     train, held_out = budget_split(pool, config, rng)
-    held_set = collate([held_out], len(held_out))
+    device = next(iter(model.params.values())).device
+    held_set = collate([held_out], len(held_out)).to(device)
     params = {n: p.detach().clone() for n, p in model.params.items()}
     names = [n for n in params if rule != "head" or n.startswith("head_")]
 
@@ -74,8 +75,8 @@ def adapt(model, pool: list[Utterance], config: AdaptConfig, rule: str = "sgd", 
     for step in range(1, config.max_steps + 1):
         batch = [train[i] for i in rng.choice(len(train), size=min(config.batch_utts, len(train)), replace=False)]
         trainable = {n: params[n].requires_grad_() for n in names}
-        loss = task_losses(model, {n: v.unsqueeze(0) for n, v in params.items()}, collate([batch], len(batch)),
-                           backend)[0]
+        batch_set = collate([batch], len(batch)).to(device)
+        loss = task_losses(model, {n: v.unsqueeze(0) for n, v in params.items()}, batch_set, backend)[0]
         grads = torch.autograd.grad(loss, list(trainable.values()))
         with torch.no_grad():
             for (name, value), grad in zip(trainable.items(), grads, strict=True):

@@ -1,7 +1,11 @@
 """An adaptation experiment: a meta-trained model file, a target data dir and a budget in minutes.
 
 Everything that cannot work is found before anything is written: an unknown rule, an unreadable model, a data
-dir without features, target characters missing from the model's token table, a budget larger than the data.
+dir without features, target characters missing from the model's token table, a budget larger than the data, a
+GPU asked for where there is none. Rules: sgd (all parameters), head (ANIL), metasgd (the meta-learned rates
+in alphas.pt beside the model file), pnn (a new progressive column with laterals to the frozen model). With
+`scratch: true` the model file gives only the architecture and token table: training starts from a fresh
+initialisation (the `scratch` baseline).
 `exp_dir` receives config.yaml, cmd, versions.json, history.jsonl (held-out loss per evaluation) and adapted.pt.
 """
 
@@ -15,13 +19,14 @@ import torch
 
 from metarecipe.checkpoints import write_atomic
 from metarecipe.config import ConfigError
+from metarecipe.devices import resolve_device
 from metarecipe.meta.adapt import AdaptConfig, AdaptResult, adapt
 from metarecipe.meta.experiment import prepare_exp_dir
 from metarecipe.meta.sampling import load_pools
-from metarecipe.models import BatchedCTCModel
+from metarecipe.models import BatchedCTCModel, ProgressiveCTCModel
 from metarecipe.models.checkpoint import load_model, save_model
 
-RULES = ("sgd", "head", "metasgd")
+RULES = ("sgd", "head", "metasgd", "pnn")
 
 
 @dataclass
@@ -29,18 +34,30 @@ class AdaptExperiment:
     model: str  # model file, e.g. exp/meta/final.pt
     data: str  # the target's training data dir (features); the budget is drawn from it, never from dev or test
     adapt: AdaptConfig
-    rule: str | None = None  # sgd, head or metasgd; default: the meta-learner's, stored with the model
+    rule: str | None = None  # sgd, head, metasgd or pnn; default: the meta-learner's, stored with the model
+    scratch: bool = False  # fresh parameters (seeded by adapt.seed) of the model file's architecture
+    device: str = "cpu"  # cpu, cuda, cuda:N or auto
 
 
 def _checked_inputs(config: AdaptExperiment):
     """(model, tokens, info, rule, alphas, pool) or ConfigError naming the key, path or number."""
     if config.rule is not None and config.rule not in RULES:
         raise ConfigError(f"rule: must be one of {list(RULES)}, got {config.rule!r}")
+    device = resolve_device(config.device)
     try:
         model, tokens, info = load_model(config.model)
     except (ValueError, OSError) as err:
         raise ConfigError(f"model: {err}") from err
-    rule = config.rule or info.get("rule", "sgd")
+    rule = "sgd" if config.scratch else config.rule or info.get("rule", "sgd")
+    if config.scratch and config.rule not in (None, "sgd"):
+        raise ConfigError(f"rule: scratch training uses sgd, got {config.rule!r}")
+    if config.scratch:
+        torch.manual_seed(config.adapt.seed)
+        model = BatchedCTCModel(model.config)
+    elif rule == "pnn":
+        if not isinstance(model, BatchedCTCModel):
+            raise ConfigError(f"rule: pnn grows a column on a plain model; {config.model} is already progressive")
+        model = ProgressiveCTCModel([model])
     alphas = None
     if rule == "metasgd":
         alphas_path = Path(config.model).with_name("alphas.pt")
@@ -59,6 +76,8 @@ def _checked_inputs(config: AdaptExperiment):
     if config.adapt.minutes > available:
         raise ConfigError(f"adapt.minutes: a budget of {config.adapt.minutes:g} min exceeds the {available:.2f} min "
                           f"of training data in {config.data}")
+    model = model.to(device)
+    alphas = {n: a.to(device) for n, a in alphas.items()} if alphas is not None else None
     return model, tokens, info, rule, alphas, pool
 
 
@@ -66,13 +85,12 @@ def run_adaptation(config: AdaptExperiment, exp_dir, argv: list[str]) -> AdaptRe
     exp_dir = Path(exp_dir)
     model, tokens, info, rule, alphas, pool = _checked_inputs(config)
     prepare_exp_dir(exp_dir, config, tokens, argv)
-    result = adapt(model, pool, config.adapt, rule, alphas)
-    adapted = BatchedCTCModel(model.config)
+    result = adapt(model, pool, config.adapt, "sgd" if rule == "pnn" else rule, alphas)
     with torch.no_grad():
         for name, value in result.params.items():
-            adapted.params[name].copy_(value)
+            model.params[name].copy_(value)
     history = "".join(json.dumps({"step": s, "held_out_loss": loss}) + "\n" for s, loss in result.history)
     write_atomic(exp_dir / "history.jsonl", history.encode())
-    save_model(exp_dir / "adapted.pt", adapted, tokens, {**info, "adapted_on": config.data, "rule": rule,
-                                                         "minutes": config.adapt.minutes})
+    save_model(exp_dir / "adapted.pt", model, tokens, {**info, "adapted_on": config.data, "rule": rule,
+                                                       "scratch": config.scratch, "minutes": config.adapt.minutes})
     return result

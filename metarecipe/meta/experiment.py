@@ -2,7 +2,8 @@
 
 `exp_dir` receives config.yaml (the resolved config), cmd (the command line), versions.json (git revision and
 library versions), tokens.txt, metrics.jsonl, ckpt/ (checkpoints), final.pt (the meta-trained model, with the
-adaptation rule of its algorithm; Meta-SGD's rates in alphas.pt beside it) and loss.png. Running again with the
+adaptation rule of its algorithm; Meta-SGD's rates in alphas.pt beside it), loss.png and, with
+`tensorboard: true`, TensorBoard events in tensorboard/. Running again with the
 same config resumes (with more train.steps, it goes on from the end); a different config in the same directory
 is an error.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import importlib.util
 import io
 import json
 import os
@@ -26,11 +28,12 @@ import yaml
 from metarecipe.checkpoints import CheckpointDir, write_atomic
 from metarecipe.config import ConfigError, as_dict, dump_yaml
 from metarecipe.data import read_data_dir
+from metarecipe.devices import resolve_device
 from metarecipe.meta.algorithms import ALGORITHMS, InnerLoop, make_algorithm
 from metarecipe.meta.distributed import TaskGroup
 from metarecipe.meta.sampling import STRATEGIES, load_pools
 from metarecipe.meta.trainer import MetaTrainConfig, meta_train
-from metarecipe.models import BatchedCTCModel, ModelConfig
+from metarecipe.models import BatchedCTCModel, ModelConfig, ProgressiveCTCModel
 from metarecipe.models.checkpoint import save_model
 from metarecipe.text.tokens import TokenTable
 
@@ -52,6 +55,8 @@ class MetaTrainExperiment:
     train: MetaTrainConfig = field(default_factory=MetaTrainConfig)
     checkpoint_every: int = 50
     keep_checkpoints: int = 3
+    device: str = "cpu"  # cpu, cuda (under torchrun: each process's LOCAL_RANK GPU), cuda:N or auto
+    tensorboard: bool = False  # also write TensorBoard events to exp_dir/tensorboard (pip install tensorboard)
 
 
 def check(config: MetaTrainExperiment) -> None:
@@ -64,6 +69,9 @@ def check(config: MetaTrainExperiment) -> None:
     for name in ("checkpoint_every", "keep_checkpoints"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name}: must be at least 1, got {getattr(config, name)}")
+    resolve_device(config.device)
+    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("tensorboard: true needs the tensorboard package (pip install tensorboard)")
     if not config.data.train:
         raise ConfigError("data.train: name at least one data directory")
     for directory in config.data.train + config.data.held_out:
@@ -108,9 +116,10 @@ def _versions() -> dict:
 
 
 def _same_run(previous: dict, current: dict) -> bool:
-    """Whether current continues previous: the same config but for the number of steps."""
+    """Whether current continues previous: the same config but for the number of steps and TensorBoard."""
     def without_steps(config: dict) -> dict:
-        return {**config, "train": {k: v for k, v in config.get("train", {}).items() if k != "steps"}}
+        return {**{k: v for k, v in config.items() if k != "tensorboard"},
+                "train": {k: v for k, v in config.get("train", {}).items() if k != "steps"}}
     return without_steps(previous) == without_steps(current)
 
 
@@ -163,16 +172,17 @@ def run_experiment(config: MetaTrainExperiment, exp_dir, argv: list[str]) -> lis
     if group.rank == 0:
         prepare_exp_dir(exp_dir, config, tokens, argv)
     torch.manual_seed(config.train.seed)
-    model = BatchedCTCModel(config.model)
+    model = BatchedCTCModel(config.model).to(resolve_device(config.device))
     algo = make_algorithm(config.algorithm, model, config.inner)
     records = meta_train(algo, pools, config.train, held_out, exp_dir / "metrics.jsonl",
-                         CheckpointDir(exp_dir / "ckpt", config.keep_checkpoints), config.checkpoint_every, group)
+                         CheckpointDir(exp_dir / "ckpt", config.keep_checkpoints), config.checkpoint_every, group,
+                         exp_dir / "tensorboard" if config.tensorboard else None)
     if group.rank == 0:
         adaptation = algo.adaptation()
-        rule = adaptation.rule if isinstance(adaptation.model, BatchedCTCModel) else "sgd"
+        rule = "pnn" if isinstance(adaptation.model, ProgressiveCTCModel) else adaptation.rule
         if adaptation.alphas is not None:
             buffer = io.BytesIO()
-            torch.save(adaptation.alphas, buffer)
+            torch.save({n: a.cpu() for n, a in adaptation.alphas.items()}, buffer)
             write_atomic(exp_dir / "alphas.pt", buffer.getvalue())
         save_model(exp_dir / "final.pt", model, tokens, {"algorithm": config.algorithm, "steps": config.train.steps,
                                                          "rule": rule})

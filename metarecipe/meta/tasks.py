@@ -22,11 +22,17 @@ class TaskSet:
     def num_tasks(self) -> int:
         return self.feats.shape[0]
 
+    def to(self, device) -> TaskSet:
+        return TaskSet(*(t.to(device) for t in (self.feats, self.lengths, self.targets, self.target_lengths)))
+
 
 @dataclass
 class MetaBatch:
     support: TaskSet
     query: TaskSet
+
+    def to(self, device) -> MetaBatch:
+        return MetaBatch(self.support.to(device), self.query.to(device))
 
 
 def task_losses(model, params: dict[str, torch.Tensor], tasks: TaskSet, backend: str | None = None,

@@ -40,11 +40,11 @@ def held_out_query_loss(algo: MetaAlgorithm, batch: MetaBatch) -> float:
         return float(task_losses(algo.model, params, batch.query, algo.inner.backend).mean())
 
 
-def _draw(pools, sampler: TaskSampler, config: MetaTrainConfig, step: int) -> MetaBatch:
+def _draw(pools, sampler: TaskSampler, config: MetaTrainConfig, step: int, device) -> MetaBatch:
     """The meta-batch of a step: a function of (seed, step) alone, so a resumed or distributed run draws the same."""
     rng = np.random.default_rng([config.seed, step])
     return draw_meta_batch(pools, sampler.sample(config.tasks_per_batch, rng), config.support_seconds,
-                           config.query_seconds, rng)
+                           config.query_seconds, rng).to(device)
 
 
 def _write_log(log_path: Path, records: list[dict]) -> None:
@@ -55,7 +55,7 @@ def _write_log(log_path: Path, records: list[dict]) -> None:
 def meta_train(algo: MetaAlgorithm, pools: dict[str, list[Utterance]], config: MetaTrainConfig,
                held_out: dict[str, list[Utterance]] | None = None, log_path=None,
                checkpoints: CheckpointDir | None = None, checkpoint_every: int = 0,
-               group: TaskGroup | None = None) -> list[dict]:
+               group: TaskGroup | None = None, tensorboard_dir=None) -> list[dict]:
     """Trains algo's meta-parameters on the tasks of `pools`; returns the log records (one per step, with
     "held_out_query_loss" every eval_every steps, at step 0 too), also written to log_path as JSON lines.
 
@@ -63,16 +63,18 @@ def meta_train(algo: MetaAlgorithm, pools: dict[str, list[Utterance]], config: M
     at the end, and a run resumes from the newest complete checkpoint: as the meta-batch of a step depends on
     (seed, step) only, a resumed run repeats the uninterrupted one step for step. With a `group` of processes
     (torch.distributed), each process computes the meta-gradient of its share of each meta-batch's tasks and one
-    all-reduce combines them (metarecipe.meta.distributed); only rank 0 writes logs and checkpoints."""
+    all-reduce combines them (metarecipe.meta.distributed); only rank 0 writes logs and checkpoints. Batches go to
+    the device of the meta-parameters. With `tensorboard_dir`, every record is also a TensorBoard scalar."""
     group = group or TaskGroup()
     sampler = TaskSampler(pools, config.strategy)
     params = algo.meta_parameters()
+    device = params[0].device
     optimizer = torch.optim.Adam(params, lr=config.meta_lr)
     eval_batches = []
     if held_out:
         rng = np.random.default_rng([config.seed, 2**32 - 1])
         eval_batches = [draw_meta_batch(held_out, sorted(held_out), config.support_seconds, config.query_seconds,
-                                        rng) for _ in range(config.eval_batches)]
+                                        rng).to(device) for _ in range(config.eval_batches)]
     records: list[dict] = []
     resumed = checkpoints.latest() if checkpoints is not None else None
     if resumed is not None:
@@ -90,12 +92,20 @@ def meta_train(algo: MetaAlgorithm, pools: dict[str, list[Utterance]], config: M
             checkpoints.save(records[-1]["step"], {"algorithm": algo.state_dict(), "optimizer":
                                                    optimizer.state_dict(), "records": records})
 
+    events = None
+    if tensorboard_dir is not None and writer:
+        from torch.utils.tensorboard import SummaryWriter
+
+        events = SummaryWriter(str(tensorboard_dir))
     with open(log_path, "a") if log_path else contextlib.nullcontext() as log_file:
 
         def record(entry):
             if eval_batches and entry["step"] % config.eval_every == 0:
                 entry["held_out_query_loss"] = float(np.mean([held_out_query_loss(algo, b) for b in eval_batches]))
             records.append(entry)
+            for key, value in entry.items() if events else ():
+                if key != "step":
+                    events.add_scalar(key, value, entry["step"])
             if log_file:
                 log_file.write(json.dumps(entry) + "\n")
                 log_file.flush()
@@ -106,7 +116,7 @@ def meta_train(algo: MetaAlgorithm, pools: dict[str, list[Utterance]], config: M
         progress = tqdm(range(first, config.steps + 1), desc=f"meta-train {type(algo).__name__}", leave=False,
                         initial=first - 1, total=config.steps, disable=not writer)
         for step in progress:
-            loss, grads = group.meta_gradient(algo, _draw(pools, sampler, config, step))
+            loss, grads = group.meta_gradient(algo, _draw(pools, sampler, config, step, device))
             optimizer.zero_grad()
             for p, g in zip(params, grads, strict=True):
                 p.grad = None if g is None else g.detach()
@@ -116,6 +126,8 @@ def meta_train(algo: MetaAlgorithm, pools: dict[str, list[Utterance]], config: M
             record({"step": step, "loss": float(loss), "grad_norm": norm})
             if checkpoint_every and step % checkpoint_every == 0 and step < config.steps:
                 save()
+    if events:
+        events.close()
     if not resumed or resumed[0] < config.steps:
         save()
     return records
