@@ -119,7 +119,7 @@ def test_killed_three_times_and_resumed_equals_the_uninterrupted_run(data, tmp_p
 @pytest.mark.parametrize("change, message", [
     (["train.stpes=3"], "unknown key 'train.stpes'"),
     (["train.steps=many"], "train.steps: expected int, got 'many'"),
-    (["algorithm=mamll"], "algorithm: 'mamll' does not meta-train"),
+    (["algorithm=mamll"], "algorithm: 'mamll' is not one of"),
     (["data.held_out=[/nonexistent/dev]"], "/nonexistent/dev/feats.scp: missing; run `metarecipe compute-feats"),
     pytest.param(["device=cuda"], "device: 'cuda' needs a GPU but none is visible",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible here")),

@@ -9,9 +9,12 @@ from metarecipe.cli import (
     adapt,
     compute_feats,
     decode,
+    lm_text,
     make_demo_corpus,
+    make_tokens,
     meta_train,
     prepare_data,
+    report,
     score,
     speed_perturb,
     train_lm,
@@ -24,11 +27,14 @@ COMMANDS = {
     "validate-data-dir": validate_data_dir,
     "speed-perturb": speed_perturb,
     "compute-feats": compute_feats,
+    "make-tokens": make_tokens,
+    "lm-text": lm_text,
     "meta-train": meta_train,
     "adapt": adapt,
     "train-lm": train_lm,
     "decode": decode,
     "score": score,
+    "report": report,
 }
 
 

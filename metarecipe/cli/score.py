@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
+from metarecipe.checkpoints import write_atomic
 from metarecipe.decode.scoring import (
     MODES,
     UNIT_NAMES,
@@ -31,6 +33,9 @@ def add_parser(sub, name: str) -> None:
                    help="compute-wer's mode: score only utterances with a hypothesis (present, the default), "
                         "score a missing hypothesis as empty (all), or fail on one (strict)")
     p.add_argument("--out-dir", help="where the score files go")
+    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --out-dir: a label stored in scores.json beside the rates (repeatable), e.g. "
+                        "method=fomaml; `metarecipe report` tabulates scores.json files by their tags")
 
 
 def read_table(path: str, need_value: bool) -> dict[str, str]:
@@ -57,8 +62,16 @@ def read_table(path: str, need_value: bool) -> dict[str, str]:
     return table
 
 
+def parse_tag(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--tag wants KEY=VALUE, got {item!r}")
+    return key, value
+
+
 def run(args: argparse.Namespace) -> int:
     try:
+        tags = dict(parse_tag(t) for t in args.tag)
         refs, hyps = read_table(args.ref, need_value=False), read_table(args.hyp, need_value=False)
         groups = {name: read_table(path, need_value=True)
                   for name, path in (("spk", args.utt2spk), ("lang", args.utt2lang)) if path}
@@ -75,6 +88,12 @@ def run(args: argparse.Namespace) -> int:
             write_per_utt(report, out / f"per_utt_{suffix}")
             for name in groups:
                 write_group_table(report, name, out / f"per_{name}_{suffix}")
+        summary = {"tags": tags, "ref": args.ref, "hyp": args.hyp, "utterances": len(refs)}
+        for report in reports.values():
+            total = report.total
+            summary[report.name.lower()] = {"rate": total.rate, "errors": total.errors, "ref_len": total.ref_len,
+                                            "ins": total.ins, "del": total.dels, "sub": total.sub}
+        write_atomic(out / "scores.json", (json.dumps(summary, indent=1) + "\n").encode())
     for report in reports.values():
         print(report.total.summary(report.name))
     return 0

@@ -5,7 +5,7 @@ library versions), tokens.txt, metrics.jsonl, ckpt/ (checkpoints), final.pt (the
 adaptation rule of its algorithm; Meta-SGD's rates in alphas.pt beside it), loss.png and, with
 `tensorboard: true`, TensorBoard events in tensorboard/. Running again with the
 same config resumes (with more train.steps, it goes on from the end); a different config in the same directory
-is an error.
+is an error. `algorithm: scratch` writes the seeded initial model only (no steps): the from-scratch baseline.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from metarecipe.meta.distributed import TaskGroup
 from metarecipe.meta.sampling import STRATEGIES, load_pools
 from metarecipe.meta.trainer import MetaTrainConfig, meta_train
 from metarecipe.models import BatchedCTCModel, ModelConfig, ProgressiveCTCModel
-from metarecipe.models.checkpoint import save_model
+from metarecipe.models.checkpoint import load_model, save_model
 from metarecipe.text.tokens import TokenTable
 
 
@@ -57,13 +57,13 @@ class MetaTrainExperiment:
     keep_checkpoints: int = 3
     device: str = "cpu"  # cpu, cuda (under torchrun: each process's LOCAL_RANK GPU), cuda:N or auto
     tensorboard: bool = False  # also write TensorBoard events to exp_dir/tensorboard (pip install tensorboard)
+    init: str | None = None  # a model file (same architecture and tokens) to start from, e.g. multilingual's
 
 
 def check(config: MetaTrainExperiment) -> None:
     """ConfigError for every value that cannot work, before any data is read."""
-    if config.algorithm not in ALGORITHMS or config.algorithm == "scratch":
-        raise ConfigError(f"algorithm: {config.algorithm!r} does not meta-train; choose from "
-                          f"{sorted(set(ALGORITHMS) - {'scratch'})}")
+    if config.algorithm not in ALGORITHMS:
+        raise ConfigError(f"algorithm: {config.algorithm!r} is not one of {sorted(ALGORITHMS)}")
     if config.train.strategy not in STRATEGIES:
         raise ConfigError(f"train.strategy: must be one of {list(STRATEGIES)}, got {config.train.strategy!r}")
     for name in ("checkpoint_every", "keep_checkpoints"):
@@ -159,6 +159,26 @@ def plot_losses(records: list[dict], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def initial_model(config: MetaTrainExperiment, tokens: TokenTable) -> BatchedCTCModel:
+    """A fresh model, or the parameters of config.init (ConfigError if its architecture or tokens differ)."""
+    model = BatchedCTCModel(config.model)
+    if not config.init:
+        return model
+    try:
+        start, start_tokens, _ = load_model(config.init)
+    except (ValueError, OSError) as err:
+        raise ConfigError(f"init: {err}") from err
+    if not isinstance(start, BatchedCTCModel) or start.config != config.model:
+        raise ConfigError(f"init: {config.init} has another architecture than model: ({start.config})")
+    if list(start_tokens.symbols) != list(tokens.symbols):
+        raise ConfigError(f"init: {config.init} has another token table than this run ({len(start_tokens)} vs "
+                          f"{len(tokens)} tokens): give data.tokens={Path(config.init).parent / 'tokens.txt'}")
+    with torch.no_grad():
+        for name, p in model.params.items():
+            p.copy_(start.params[name])
+    return model
+
+
 def run_experiment(config: MetaTrainExperiment, exp_dir, argv: list[str]) -> list[dict]:
     """Checks everything, then meta-trains (resuming from exp_dir/ckpt when there is a checkpoint)."""
     exp_dir = Path(exp_dir)
@@ -168,15 +188,17 @@ def run_experiment(config: MetaTrainExperiment, exp_dir, argv: list[str]) -> lis
         raise ConfigError(f"model.vocab_size: {config.model.vocab_size} but the token table has {len(tokens)}")
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=len(tokens)))
     pools, held_out = load_data(config, tokens)
+    torch.manual_seed(config.train.seed)
+    model = initial_model(config, tokens).to(resolve_device(config.device))
     group = TaskGroup()
     if group.rank == 0:
         prepare_exp_dir(exp_dir, config, tokens, argv)
-    torch.manual_seed(config.train.seed)
-    model = BatchedCTCModel(config.model).to(resolve_device(config.device))
     algo = make_algorithm(config.algorithm, model, config.inner)
-    records = meta_train(algo, pools, config.train, held_out, exp_dir / "metrics.jsonl",
-                         CheckpointDir(exp_dir / "ckpt", config.keep_checkpoints), config.checkpoint_every, group,
-                         exp_dir / "tensorboard" if config.tensorboard else None)
+    records = [{"step": 0}]
+    if algo.meta_trains:
+        records = meta_train(algo, pools, config.train, held_out, exp_dir / "metrics.jsonl",
+                             CheckpointDir(exp_dir / "ckpt", config.keep_checkpoints), config.checkpoint_every,
+                             group, exp_dir / "tensorboard" if config.tensorboard else None)
     if group.rank == 0:
         adaptation = algo.adaptation()
         rule = "pnn" if isinstance(adaptation.model, ProgressiveCTCModel) else adaptation.rule
@@ -184,8 +206,9 @@ def run_experiment(config: MetaTrainExperiment, exp_dir, argv: list[str]) -> lis
             buffer = io.BytesIO()
             torch.save({n: a.cpu() for n, a in adaptation.alphas.items()}, buffer)
             write_atomic(exp_dir / "alphas.pt", buffer.getvalue())
-        save_model(exp_dir / "final.pt", model, tokens, {"algorithm": config.algorithm, "steps": config.train.steps,
-                                                         "rule": rule})
-        plot_losses(records, exp_dir / "loss.png")
+        steps = config.train.steps if algo.meta_trains else 0
+        save_model(exp_dir / "final.pt", model, tokens, {"algorithm": config.algorithm, "steps": steps, "rule": rule})
+        if algo.meta_trains:
+            plot_losses(records, exp_dir / "loss.png")
     return records
 

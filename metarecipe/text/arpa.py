@@ -35,6 +35,7 @@ def _open(path: Path, mode: str, compressed: bool):
 def write_arpa(path: str | os.PathLike, vocab: list[str], ngrams: list[Table]) -> None:
     """Writes the tables (ids into `vocab`) with 8 significant digits, through a temporary file."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with _open(tmp, "w", compressed=path.suffix == ".gz") as out:
         out.write("\n\\data\\\n" + "".join(f"ngram {n}={len(table)}\n" for n, table in enumerate(ngrams, 1)))

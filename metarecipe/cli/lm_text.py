@@ -1,0 +1,58 @@
+"""`metarecipe lm-text OUT`: language model training text with every dev and test sentence left out."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from metarecipe.checkpoints import write_atomic
+from metarecipe.data.corpora import DataPrepError
+from metarecipe.text.normalize import normalize
+
+
+def kaldi_text(path: str) -> list[str]:
+    """The transcripts of a Kaldi `text` file (utt-id transcript)."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [line.split(maxsplit=1)[1] if len(line.split(maxsplit=1)) == 2 else "" for line in lines]
+
+
+def add_parser(sub, name: str) -> None:
+    p = sub.add_parser(name, help="make LM training text, leaving out evaluation sentences",
+                       description="Collects sentences (normalised for --lang) from the demo corpus' source text "
+                                   "(--demo: the language's Debian fortunes) and/or Kaldi text files, drops every "
+                                   "sentence that occurs in an --exclude text (dev and test transcripts) and "
+                                   "duplicates, and writes one sentence a line to OUT.")
+    p.add_argument("out")
+    p.add_argument("--lang", required=True, help="language code, for normalisation (and --demo)")
+    p.add_argument("--demo", action="store_true", help="the demo corpus' sentences of --lang (its fortunes)")
+    p.add_argument("--kaldi-text", nargs="*", default=[], help="Kaldi text files, e.g. data/eo/train/text")
+    p.add_argument("--exclude", nargs="*", default=[], help="Kaldi text files whose sentences must not appear")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        sentences = []
+        if args.demo:
+            from metarecipe.data.demo_corpus import require_tools
+            from metarecipe.data.demo_corpus import sentences as demo_sentences
+
+            require_tools([args.lang])
+            sentences += demo_sentences(args.lang)
+        for path in args.kaldi_text:
+            sentences += kaldi_text(path)
+        excluded = {normalize(s, args.lang) for path in args.exclude for s in kaldi_text(path)}
+    except (OSError, DataPrepError, KeyError) as err:
+        print(f"metarecipe lm-text: {err}")
+        return 1
+    kept, seen = [], set()
+    for sentence in sentences:
+        line = normalize(sentence, args.lang)
+        if line and line not in excluded and line not in seen:
+            seen.add(line)
+            kept.append(line)
+    if not kept:
+        print(f"metarecipe lm-text: no sentences left for {args.lang}")
+        return 1
+    write_atomic(Path(args.out), "".join(f"{line}\n" for line in kept).encode("utf-8"))
+    print(f"{args.out}: {len(kept)} sentences ({len(excluded)} evaluation sentences excluded)")
+    return 0
