@@ -13,7 +13,7 @@ def add_parser(sub, name: str) -> None:
                        description=f"Runs a corpus plug-in (installed: {', '.join(available_corpora())}) and "
                                    "writes validated data directories under OUT_DIR, with skipped.tsv listing "
                                    "every utterance left out and why.")
-    p.add_argument("corpus", help="plug-in name, e.g. commonvoice, kaldi")
+    p.add_argument("corpus", help="plug-in name (e.g. commonvoice, kaldi) or the path of a plug-in .py file")
     p.add_argument("corpus_dir", help="the corpus (for commonvoice: the release directory with <lang>/ inside)")
     p.add_argument("out_dir", help="where the data directories go")
     p.add_argument("--langs", nargs="+", help="languages to prepare (default: the plug-in's choice)")

@@ -13,13 +13,21 @@ if ! python -c "import torch, metarecipe._C" 2>/dev/null; then
   pip install --no-build-isolation -e "$root" >&2
 fi
 
-if [ -z "${cv_root:-}" ] && ! command -v espeak-ng >/dev/null; then
-  packages="espeak-ng $(for l in ${source_langs:-} ${target_langs:-}; do
-    case $l in pt) echo fortunes-br ;; de|es|it|pl|cs|ru|eo) echo "fortunes-$l" ;; esac; done | sort -u | tr '\n' ' ')"
+install_demo_tools() {  # install_demo_tools LANG...: espeak-ng and the fortunes the demo corpus speaks
+  local packages="" lang
+  command -v espeak-ng >/dev/null || packages="espeak-ng"
+  for lang in "$@"; do
+    local name=$lang
+    [ "$lang" = pt ] && name=brasil
+    [ -e "/usr/share/games/fortunes/$name" ] || packages="$packages fortunes-$([ "$lang" = pt ] && echo br || echo "$lang")"
+  done
+  [ -n "$packages" ] || return 0
   if [ "$(id -u)" -eq 0 ]; then
+    echo "path.sh: installing$packages for the demo corpus" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $packages >&2
   else
-    echo "path.sh: the demo corpus needs: sudo apt-get update && sudo apt-get install -y $packages" >&2
+    echo "path.sh: the demo corpus needs Debian packages; install them with:" >&2
+    echo "  sudo apt-get update && sudo apt-get install -y$packages" >&2
     exit 1
   fi
-fi
+}

@@ -18,6 +18,8 @@ stage=0                 # first stage to run
 stop_stage=7            # last stage to run
 nj=2                    # parallel jobs (corpus, features, adaptation, decoding)
 cv_root=""              # a Common Voice release (dir with <lang>/); empty: generate the built-in demo corpus
+corpus=""               # another corpus: a plug-in name or file (local/my_corpus.py, see recipes/TEMPLATE)
+corpus_dir=""           # the directory of --corpus
 demo_minutes=30.0        # demo corpus: minutes of speech per language
 source_langs="de es it pl cs ru"  # languages meta-trained on
 target_langs="eo pt"    # languages adapted to (never seen in meta-training)
@@ -63,28 +65,38 @@ for algo in $algos; do
     *) echo "run.sh: --algos: unknown method '$algo'" >&2; exit 1 ;; esac
 done
 langs="$source_langs $target_langs"
-corpus=${cv_root:-$data/corpus}
+demo=false
+if [ -n "$cv_root" ]; then
+  corpus=commonvoice corpus_dir=$cv_root
+elif [ -z "$corpus_dir" ]; then
+  [ -z "$corpus" ] || { echo "run.sh: --corpus $corpus needs --corpus-dir" >&2; exit 1; }
+  demo=true corpus=commonvoice corpus_dir=$data/corpus
+fi
+[ -n "$corpus" ] || { echo "run.sh: --corpus-dir $corpus_dir needs --corpus (a plug-in name or .py file)" >&2; exit 1; }
 threads_per_job=$(( $(nproc) / nj > 0 ? $(nproc) / nj : 1 ))
 mkdir -p "$exp"
 log "options: $(for n in stage stop_stage nj cv_root source_langs target_langs budgets algos meta_init meta_nproc \
   beam lm_weight decode_set; do printf '%s=%q ' "$n" "${!n}"; done)"
 
 if stage 0 corpus; then
-  if [ -n "$cv_root" ]; then
+  if $demo; then
+    install_demo_tools $langs
+    once "$corpus_dir" "$exp/log/corpus.log" \
+      metarecipe make-demo-corpus "$corpus_dir" --langs $langs --minutes "$demo_minutes" --seed "$seed" --nj "$nj"
+  elif [ "$corpus" = commonvoice ]; then
     for lang in $langs; do
-      [ -f "$cv_root/$lang/train.tsv" ] || [ -f "$cv_root/$lang/validated.tsv" ] ||
-        { log "--cv-root $cv_root has no $lang/train.tsv or $lang/validated.tsv"; exit 1; }
+      [ -f "$corpus_dir/$lang/train.tsv" ] || [ -f "$corpus_dir/$lang/validated.tsv" ] ||
+        { log "$corpus_dir has no $lang/train.tsv or $lang/validated.tsv (a Common Voice release?)"; exit 1; }
     done
   else
-    once "$corpus" "$exp/log/corpus.log" \
-      metarecipe make-demo-corpus "$corpus" --langs $langs --minutes "$demo_minutes" --seed "$seed" --nj "$nj"
+    [ -d "$corpus_dir" ] || { log "--corpus-dir $corpus_dir: not a directory"; exit 1; }
   fi
   stage_end
 fi
 
 if stage 1 "data prep"; then
   once "$data" "$exp/log/prepare_data.log" \
-    metarecipe prepare-data commonvoice "$corpus" "$data" --langs $langs --splits train dev test
+    metarecipe prepare-data "$corpus" "$corpus_dir" "$data" --langs $langs --splits train dev test
   stage_end
 fi
 
@@ -103,7 +115,7 @@ if stage 3 "tokens + LM"; then
   once "$data/lang" "$exp/log/tokens.log" metarecipe make-tokens "$data/lang/tokens.txt" $(for l in $langs; do echo "$data/$l/train"; done)
   for lang in $target_langs; do
     lm_source=(--demo)
-    [ -n "$cv_root" ] && lm_source=(--kaldi-text "$data/$lang/train/text")
+    $demo || lm_source=(--kaldi-text "$data/$lang/train/text")  # the target's transcripts (more text helps)
     mkdir -p "$data/lm/$lang/text"
     once "$data/lm/$lang/text" "$exp/log/lm_text_$lang.log" metarecipe lm-text "$data/lm/$lang/text/lm.txt" --lang "$lang" \
       "${lm_source[@]}" --exclude "$data/$lang/dev/text" "$data/$lang/test/text"
@@ -194,7 +206,8 @@ if stage 7 report; then
   if ! is_done "$exp/report" "$signature"; then
     metarecipe report "$exp/adapt" --out RESULTS.md --plot cer_vs_minutes.png --set "$decode_set" \
       --methods $algos --title "Results: recipes/cv_lowresource" \
-      --setting "corpus=${cv_root:-built-in demo corpus ($demo_minutes min per language, seed $seed)}" \
+      --setting "corpus=$($demo && echo "built-in demo corpus ($demo_minutes min per language, seed $seed)" ||
+        echo "$corpus_dir ($corpus)")" \
       --setting "source languages=$source_langs" --setting "target languages=$target_langs" \
       --setting "budgets (min)=$budgets" --setting "meta-training=$meta_config, initialised from: ${meta_init:-none}" \
       --setting "adaptation=$adapt_config" \

@@ -8,13 +8,17 @@ pyproject.toml:
     [project.entry-points."metarecipe.corpora"]
     mycorpus = "mypackage.corpus:prepare"
 
-Nothing after data preparation knows which corpus a data directory came from.
+A recipe's own plug-in may also be a Python file named by its path (``local/my_corpus.py``) whose ``prepare``
+is used: the skeleton is recipes/TEMPLATE/local/folder_tsv.py. Nothing after data preparation knows which
+corpus a data directory came from.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from importlib.metadata import entry_points
+from pathlib import Path
 
 ENTRY_POINT_GROUP = "metarecipe.corpora"
 BUILT_IN = {
@@ -38,8 +42,22 @@ def available_corpora() -> list[str]:
     return sorted(set(BUILT_IN) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
 
 
+def _from_file(path: Path) -> Callable:
+    spec = importlib.util.spec_from_file_location(f"metarecipe_corpus_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, "prepare", None)):
+        raise ValueError(f"{path}: a corpus plug-in file must define prepare(corpus_dir, out_dir, **options)")
+    return module.prepare
+
+
 def get_corpus(name: str) -> Callable:
-    """The prepare function of a corpus plug-in; ValueError naming the installed ones if there is none."""
+    """The prepare function of a corpus plug-in (a name, or the path of a .py file defining prepare); ValueError
+    naming the installed ones if there is none."""
+    if name.endswith(".py"):
+        if not Path(name).is_file():
+            raise ValueError(f"corpus plug-in file {name} does not exist")
+        return _from_file(Path(name))
     if name in BUILT_IN:
         return _load(BUILT_IN[name])
     for ep in entry_points(group=ENTRY_POINT_GROUP):
