@@ -1,6 +1,7 @@
 """Greedy decoding, and scoring against brute force, against jiwer 4 and in Kaldi's file formats."""
 
 import itertools
+import json
 import random
 from pathlib import Path
 
@@ -210,11 +211,14 @@ def test_cli_writes_every_score_file(tmp_path, capsys):
     lang = write_table(tmp_path / "utt2lang", {utt: "de" for utt in [*REFS, "u5"]})
     out = tmp_path / "scores"
     assert main(["score", "--ref", ref, "--hyp", hyp, "--utt2spk", spk, "--utt2lang", lang, "--out-dir",
-                 str(out)]) == 0
+                 str(out), "--tag", "method=fomaml", "--tag", "minutes=1"]) == 0
     assert capsys.readouterr().out.splitlines() == ["%WER 75.00 [ 6 / 8, 2 ins, 2 del, 2 sub ]",
                                                     "%CER 50.00 [ 11 / 22, 6 ins, 1 del, 4 sub ]"]
     assert sorted(p.name for p in out.iterdir()) == ["cer", "per_lang_cer", "per_lang_wer", "per_spk_cer",
-                                                     "per_spk_wer", "per_utt_cer", "per_utt_wer", "wer"]
+                                                     "per_spk_wer", "per_utt_cer", "per_utt_wer", "scores.json", "wer"]
+    summary = json.loads((out / "scores.json").read_text())
+    assert summary["tags"] == {"method": "fomaml", "minutes": "1"} and summary["utterances"] == 5
+    assert summary["wer"]["rate"] == 75.0 and summary["cer"]["errors"] == 11 and summary["cer"]["ref_len"] == 22
     assert (out / "wer").read_text(encoding="utf-8").splitlines()[1:] == ["%SER 80.00 [ 4 / 5 ]",
                                                                         "Scored 5 sentences, 0 not present in hyp."]
     assert (out / "per_utt_cer").read_text(encoding="utf-8").splitlines()[-4:] == [
