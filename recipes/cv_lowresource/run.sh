@@ -156,18 +156,17 @@ if stage 4 meta-train; then
 fi
 
 adapt_dir() { echo "$exp/adapt/${1}_${2}_${3}m"; }
+# every adaptation of the run as method:lang:minutes
+adaptations=$(for a in $algos; do for l in $target_langs; do for m in $budgets; do echo "$a:$l:$m"; done; done; done)
 
 if stage 5 adapt; then
   export OMP_NUM_THREADS=$threads_per_job
-  for algo in $algos; do
-    for lang in $target_langs; do
-      for minutes in $budgets; do
-        spawn once "$(adapt_dir "$algo" "$lang" "$minutes")" "$exp/log/adapt_${algo}_${lang}_${minutes}m.log" \
-          run_cmd metarecipe adapt --config "$adapt_config" --exp-dir "$(adapt_dir "$algo" "$lang" "$minutes")" \
-          model="$(model_of "$algo")" data="$data/$lang/train" adapt.minutes="$minutes" adapt.seed="$seed" \
-          $(adapt_options_of "$algo")
-      done
-    done
+  for run in $adaptations; do
+    IFS=: read -r algo lang minutes <<< "$run"
+    dir=$(adapt_dir "$algo" "$lang" "$minutes")
+    spawn once "$dir" "$exp/log/adapt_${algo}_${lang}_${minutes}m.log" \
+      run_cmd metarecipe adapt --config "$adapt_config" --exp-dir "$dir" model="$(model_of "$algo")" \
+      data="$data/$lang/train" adapt.minutes="$minutes" adapt.seed="$seed" $(adapt_options_of "$algo")
   done
   wait_all
   unset OMP_NUM_THREADS
@@ -184,15 +183,12 @@ decode_and_score() {
 
 if stage 6 "decode + score"; then
   export OMP_NUM_THREADS=$threads_per_job
-  for algo in $algos; do
-    for lang in $target_langs; do
-      for minutes in $budgets; do
-        dir=$(adapt_dir "$algo" "$lang" "$minutes")
-        spawn once "$dir/decode_$decode_set" "$exp/log/decode_${algo}_${lang}_${minutes}m.log" \
-          decode_and_score "$dir" "$algo" "$lang" "$minutes" --lm "$data/lm/$lang/${lm_unit}$lm_order/lm.arpa" \
-          --lm-unit "$([ "$lm_unit" = char ] && echo token || echo word)" --beam "$beam" --lm-weight "$lm_weight"
-      done
-    done
+  for run in $adaptations; do
+    IFS=: read -r algo lang minutes <<< "$run"
+    dir=$(adapt_dir "$algo" "$lang" "$minutes")
+    spawn once "$dir/decode_$decode_set" "$exp/log/decode_${algo}_${lang}_${minutes}m.log" \
+      decode_and_score "$dir" "$algo" "$lang" "$minutes" --lm "$data/lm/$lang/${lm_unit}$lm_order/lm.arpa" \
+      --lm-unit "$([ "$lm_unit" = char ] && echo token || echo word)" --beam "$beam" --lm-weight "$lm_weight"
   done
   wait_all
   unset OMP_NUM_THREADS
@@ -200,8 +196,10 @@ if stage 6 "decode + score"; then
 fi
 
 if stage 7 report; then
-  scores=$(for a in $algos; do for l in $target_langs; do for m in $budgets; do
-    cat "$(adapt_dir "$a" "$l" "$m")/decode_$decode_set/.done" 2>/dev/null || echo "missing $a $l $m"; done; done; done)
+  scores=$(for run in $adaptations; do
+    IFS=: read -r algo lang minutes <<< "$run"
+    cat "$(adapt_dir "$algo" "$lang" "$minutes")/decode_$decode_set/.done" 2>/dev/null || echo "missing $run"
+  done)
   signature="report $algos $(printf '%s' "$scores" | md5sum | cut -c1-16)"
   if ! is_done "$exp/report" "$signature"; then
     metarecipe report "$exp/adapt" --out RESULTS.md --plot cer_vs_minutes.png --set "$decode_set" \
