@@ -6,14 +6,9 @@ import argparse
 from pathlib import Path
 
 from metarecipe.checkpoints import write_atomic
+from metarecipe.cli.score import read_table
 from metarecipe.data.corpora import DataPrepError
 from metarecipe.text.normalize import normalize
-
-
-def kaldi_text(path: str) -> list[str]:
-    """The transcripts of a Kaldi `text` file (utt-id transcript)."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    return [line.split(maxsplit=1)[1] if len(line.split(maxsplit=1)) == 2 else "" for line in lines]
 
 
 def add_parser(sub, name: str) -> None:
@@ -39,9 +34,10 @@ def run(args: argparse.Namespace) -> int:
             require_tools([args.lang])
             sentences += demo_sentences(args.lang)
         for path in args.kaldi_text:
-            sentences += kaldi_text(path)
-        excluded = {normalize(s, args.lang) for path in args.exclude for s in kaldi_text(path)}
-    except (OSError, DataPrepError, KeyError) as err:
+            sentences += read_table(path, need_value=False).values()
+        evaluation = [s for path in args.exclude for s in read_table(path, need_value=False).values()]
+        excluded = {normalize(s, args.lang) for s in evaluation}
+    except (ValueError, DataPrepError, KeyError) as err:
         print(f"metarecipe lm-text: {err}")
         return 1
     kept, seen = [], set()
