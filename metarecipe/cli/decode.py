@@ -7,6 +7,8 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
 from metarecipe.checkpoints import write_atomic
 from metarecipe.config import ConfigError
 from metarecipe.data.datadir import DataDirError
@@ -14,9 +16,11 @@ from metarecipe.decode.decoder import best_texts, decode, log_probs_of
 from metarecipe.decode.lm_tables import lm_tables
 from metarecipe.devices import resolve_device
 from metarecipe.kernels.beam_search import BeamSearchOptions
+from metarecipe.kernels.compact import is_compact_file, load_compact
 from metarecipe.meta.sampling import load_pools
 from metarecipe.models.checkpoint import load_model
 from metarecipe.text.lm import NGramLM
+from metarecipe.text.tokens import TokenTable
 
 
 def add_parser(sub, name: str) -> None:
@@ -27,7 +31,7 @@ def add_parser(sub, name: str) -> None:
                                    "OUT_DIR/hyp (Kaldi text: utt-id words), OUT_DIR/nbest (utt-id rank total "
                                    "acoustic lm text) and OUT_DIR/decode.json (options, timing). Score with "
                                    "`metarecipe score --ref DATA_DIR/text --hyp OUT_DIR/hyp`.")
-    p.add_argument("model", help="model file (metarecipe.models.checkpoint)")
+    p.add_argument("model", help="model file (metarecipe.models.checkpoint) or compact file (metarecipe compress)")
     p.add_argument("data_dir")
     p.add_argument("out_dir")
     p.add_argument("--lm", help="ARPA language model (.arpa or .arpa.gz)")
@@ -53,7 +57,9 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--nbest", type=int, default=defaults.nbest)
     p.add_argument("--batch", type=int, default=16, help="utterances per acoustic model batch")
     p.add_argument("--backend", choices=("cpp", "numba"), help="beam search backend (default: fastest here)")
-    p.add_argument("--device", default="cpu", help="where the acoustic model runs: cpu, cuda, cuda:N or auto")
+    p.add_argument("--device", default="cpu", help="where the acoustic model runs: cpu, cuda, cuda:N or auto "
+                                                   "(compact files: cpu)")
+    p.add_argument("--threads", type=int, help="CPU threads of the acoustic model (default: torch's)")
 
 
 def write_text(path: Path, lines: list[str]) -> None:
@@ -69,8 +75,18 @@ def run(args: argparse.Namespace) -> int:
                                     nbest=args.nbest,
                                     lexicon_only=args.lexicon_only)
         device = resolve_device(args.device, "--device")
-        model, tokens, _ = load_model(args.model)
-        model = model.to(device)
+        if args.threads is not None:
+            if args.threads < 1:
+                raise ValueError(f"--threads must be at least 1, got {args.threads}")
+            torch.set_num_threads(args.threads)
+        if is_compact_file(args.model):
+            if device.type != "cpu":
+                raise ValueError(f"{args.model}: compact models run on the CPU, not on --device {args.device}")
+            model = load_compact(args.model)
+            tokens = TokenTable(model.tokens)
+        else:
+            model, tokens, _ = load_model(args.model)
+            model = model.to(device)
         utts = [u for pool in load_pools([args.data_dir], tokens).values() for u in pool]
         tables = lm_tables(NGramLM.read_arpa(args.lm), tokens, args.lm_unit) if args.lm and not args.greedy else None
     except (ValueError, OSError, DataDirError, ConfigError) as err:
@@ -85,13 +101,16 @@ def run(args: argparse.Namespace) -> int:
     nbest = decode(log_probs, tokens, options, tables, greedy=args.greedy, backend=args.backend, progress=True)
     search_seconds = time.perf_counter() - start
     texts = best_texts(nbest, tokens)
+    audio_seconds = sum(u.seconds for u in utts)
     write_text(out / "hyp", [f"{utt} {texts[utt]}".rstrip() for utt in sorted(texts)])
     write_text(out / "nbest", [f"{utt} {rank} {h.score:.4f} {h.acoustic:.4f} {h.lm:.4f} "
                                f"{' '.join(tokens.decode(h.tokens).split())}".rstrip()
                                for utt in sorted(nbest) for rank, h in enumerate(nbest[utt], start=1)])
     summary = {"model": args.model, "data_dir": args.data_dir, "lm": args.lm, "lm_unit": args.lm_unit,
                "greedy": args.greedy, "options": vars(options), "utterances": len(texts),
+               "threads": torch.get_num_threads(), "audio_seconds": round(audio_seconds, 3),
                "acoustic_seconds": round(acoustic_seconds, 3), "search_seconds": round(search_seconds, 3),
+               "rtf": round((acoustic_seconds + search_seconds) / max(audio_seconds, 1e-9), 6),
                "ms_per_utterance": round(1000 * search_seconds / max(len(texts), 1), 3)}
     write_text(out / "decode.json", [json.dumps(summary, indent=1)])
     print(f"{args.data_dir}: {len(texts)} utterances decoded in {search_seconds:.2f} s "

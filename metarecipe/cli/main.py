@@ -7,6 +7,7 @@ import sys
 
 from metarecipe.cli import (
     adapt,
+    compress,
     compute_feats,
     decode,
     lm_text,
@@ -33,6 +34,7 @@ COMMANDS = {
     "adapt": adapt,
     "train-lm": train_lm,
     "decode": decode,
+    "compress": compress,
     "score": score,
     "report": report,
 }

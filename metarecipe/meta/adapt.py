@@ -51,9 +51,10 @@ def budget_split(pool: list[Utterance], config: AdaptConfig, rng: np.random.Gene
 
 
 def adapt(model, pool: list[Utterance], config: AdaptConfig, rule: str = "sgd", alphas=None,
-          backend: str | None = None) -> AdaptResult:
+          backend: str | None = None, masks: dict[str, torch.Tensor] | None = None) -> AdaptResult:
     """Fine-tunes model's parameters on `config.minutes` of the pool. rule: "sgd" (all parameters), "head"
-    (ANIL: the output head only) or "metasgd" (per-element rates `alphas`, a dict of tensors)."""
+    (ANIL: the output head only) or "metasgd" (per-element rates `alphas`, a dict of tensors).
+    masks (name -> bool tensor): entries that stay zero after every step (a pruned model's fine-tune)."""
     if rule not in ("sgd", "head", "metasgd"):
         raise ValueError(f"adaptation rule must be sgd, head or metasgd, got {rule!r}")
     if rule == "metasgd" and alphas is None:
@@ -82,6 +83,8 @@ def adapt(model, pool: list[Utterance], config: AdaptConfig, rule: str = "sgd", 
             for (name, value), grad in zip(trainable.items(), grads, strict=True):
                 rate = alphas[name] if rule == "metasgd" else config.lr
                 params[name] = (value - rate * grad).detach()
+                if masks is not None and name in masks:
+                    params[name] = params[name] * masks[name]
         if step % config.eval_every == 0:
             current = held_out_loss(params)
             result.history.append((step, current))

@@ -39,6 +39,24 @@ class AdaptExperiment:
     device: str = "cpu"  # cpu, cuda, cuda:N or auto
 
 
+def target_pool(data: str, tokens, minutes: float, key: str = "adapt.minutes") -> list:
+    """The utterances of a target data dir, or ConfigError when it has no features, holds characters outside
+    the token table or fewer than `minutes` of speech (`key`: the option named in that error)."""
+    for needed in ("feats.scp", "utt2num_frames"):
+        if not (Path(data) / needed).exists():
+            raise ConfigError(f"{Path(data) / needed}: missing; run `metarecipe compute-feats {data}`")
+    pool = [u for utts in load_pools([data], tokens).values() for u in utts]
+    unknown = next((u.utt for u in pool if tokens.ids["<unk>"] in u.targets), None)
+    if unknown:
+        raise ConfigError(f"{data}: utterance {unknown} has characters outside the model's token table "
+                          f"({len(tokens)} tokens): use a model whose tokens cover the target language")
+    available = sum(u.seconds for u in pool) / 60
+    if minutes > available:
+        raise ConfigError(f"{key}: a budget of {minutes:g} min exceeds the {available:.2f} min of training data "
+                          f"in {data}")
+    return pool
+
+
 def _checked_inputs(config: AdaptExperiment):
     """(model, tokens, info, rule, alphas, pool) or ConfigError naming the key, path or number."""
     if config.rule is not None and config.rule not in RULES:
@@ -64,18 +82,7 @@ def _checked_inputs(config: AdaptExperiment):
         if not alphas_path.exists():
             raise ConfigError(f"rule: metasgd needs the meta-learned rates, {alphas_path} is missing")
         alphas = torch.load(alphas_path, map_location="cpu", weights_only=True)
-    for needed in ("feats.scp", "utt2num_frames"):
-        if not (Path(config.data) / needed).exists():
-            raise ConfigError(f"{Path(config.data) / needed}: missing; run `metarecipe compute-feats {config.data}`")
-    pool = [u for utts in load_pools([config.data], tokens).values() for u in utts]
-    unknown = next((u.utt for u in pool if tokens.ids["<unk>"] in u.targets), None)
-    if unknown:
-        raise ConfigError(f"data: utterance {unknown} has characters outside the model's token table "
-                          f"({len(tokens)} tokens): adapt a model whose tokens cover the target language")
-    available = sum(u.seconds for u in pool) / 60
-    if config.adapt.minutes > available:
-        raise ConfigError(f"adapt.minutes: a budget of {config.adapt.minutes:g} min exceeds the {available:.2f} min "
-                          f"of training data in {config.data}")
+    pool = target_pool(config.data, tokens, config.adapt.minutes)
     model = model.to(device)
     alphas = {n: a.to(device) for n, a in alphas.items()} if alphas is not None else None
     return model, tokens, info, rule, alphas, pool

@@ -7,7 +7,8 @@
 #   ./run.sh --stage 6 --stop-stage 6 --beam 32  # re-decode with another beam, nothing before it redone
 #   ./run.sh --mini                            # every stage on a tiny slice (conf/mini.conf), for CI
 #
-# Stages: 0 corpus, 1 data prep, 2 features, 3 tokens + LM, 4 meta-train, 5 adapt, 6 decode + score, 7 report.
+# Stages: 0 corpus, 1 data prep, 2 features, 3 tokens + LM, 4 meta-train, 5 adapt, 6 decode + score, 7 report,
+# 8 compress (pruned, int8 and pruned + int8 models of every adaptation, decoded on 1 thread; RESULTS.md again).
 # Every unit of work leaves a .done marker holding the command that made it (written last); a re-run skips
 # what is done with the same command and redoes what changed or was interrupted. --force redoes the stages run.
 set -euo pipefail
@@ -15,7 +16,7 @@ cd "$(dirname "$0")"
 
 # begin options
 stage=0                 # first stage to run
-stop_stage=7            # last stage to run
+stop_stage=8            # last stage to run
 nj=2                    # parallel jobs (corpus, features, adaptation, decoding)
 cv_root=""              # a Common Voice release (dir with <lang>/); empty: generate the built-in demo corpus
 corpus=""               # another corpus: a plug-in name or file (local/my_corpus.py, see recipes/TEMPLATE)
@@ -37,13 +38,18 @@ lm_order=6              # n-gram order
 beam=16                 # beam size
 lm_weight=0.8           # LM weight (shallow fusion)
 decode_set=test         # the target split decoded and scored
+compress_keep_units=0.9     # stage 8: share of GRU units and projection outputs kept by structured pruning
+compress_keep_channels=0.75 # stage 8: share of convolution channels kept
+compress_sparsity=0.2       # stage 8: share of the remaining weights zeroed by global magnitude pruning
+compress_finetune=true      # stage 8: fine-tune pruned models on their adaptation budget
+compress_methods=""         # stage 8: the methods whose adapted models are compressed (empty: all)
 seed=0                  # corpus and sampling seed
 data=data               # data directories
 exp=exp                 # experiment directories
 force=false             # redo the work of the stages run even when done
 # end options
 help_message="Stages: 0 corpus, 1 data prep, 2 features, 3 tokens + LM, 4 meta-train, 5 adapt, 6 decode + score,
-7 report (RESULTS.md, cer_vs_minutes.png). --mini is short for --config conf/mini.conf."
+7 report (RESULTS.md, cer_vs_minutes.png), 8 compress (+ RESULTS.md). --mini is short for --config conf/mini.conf."
 
 args=()
 for arg in "$@"; do
@@ -195,10 +201,15 @@ if stage 6 "decode + score"; then
   stage_end
 fi
 
-if stage 7 report; then
+# write_report: RESULTS.md and cer_vs_minutes.png from every score of the run (compressed models' included),
+# unless the scores are those of the last report
+write_report() {
+  local scores signature
   scores=$(for run in $adaptations; do
     IFS=: read -r algo lang minutes <<< "$run"
-    cat "$(adapt_dir "$algo" "$lang" "$minutes")/decode_$decode_set/.done" 2>/dev/null || echo "missing $run"
+    dir=$(adapt_dir "$algo" "$lang" "$minutes")
+    cat "$dir/decode_$decode_set/.done" 2>/dev/null || echo "missing $run"
+    cat "$dir"/compress/*/.done 2>/dev/null || true
   done)
   signature="report $algos $(printf '%s' "$scores" | md5sum | cut -c1-16)"
   if ! is_done "$exp/report" "$signature"; then
@@ -213,5 +224,53 @@ if stage 7 report; then
     mark_done "$exp/report" "$signature"
   fi
   cat RESULTS.md
+}
+
+if stage 7 report; then
+  write_report
+  stage_end
+fi
+
+# compress_decode_score ADAPT_DIR VARIANT METHOD LANG MINUTES COMPRESS_OPTION...: one compressed model of
+# ADAPT_DIR/adapted.pt, decoded on 1 thread and scored
+compress_decode_score() {
+  local dir=$1/compress/$2 lang=$4
+  run_cmd metarecipe compress "$1/adapted.pt" "$dir/model.pt" "${@:6}" &&
+  run_cmd metarecipe decode "$dir/model.pt" "$data/$lang/$decode_set" "$dir/decode_$decode_set" --threads 1 \
+    --lm "$data/lm/$lang/${lm_unit}$lm_order/lm.arpa" --lm-unit "$([ "$lm_unit" = char ] && echo token || echo word)" \
+    --beam "$beam" --lm-weight "$lm_weight" &&
+  metarecipe score --ref "$data/$lang/$decode_set/text" --hyp "$dir/decode_$decode_set/hyp" \
+    --out-dir "$dir/decode_$decode_set" --tag method="$3" --tag target="$lang" --tag minutes="$5" \
+    --tag set="$decode_set" --tag variant="$2"
+}
+
+# compress_variants ADAPT_DIR METHOD LANG MINUTES: fp32 (the adapted model exported), int8, pruned, pruned + int8
+# (the same pruning and fine-tune, which is deterministic, then int8)
+compress_variants() {
+  local dir=$1 name="${2}_${3}_${4}m"
+  local prune=(--keep-units "$compress_keep_units" --keep-channels "$compress_keep_channels"
+               --sparsity "$compress_sparsity")
+  $compress_finetune && prune+=(--finetune-data "$data/$3/train" --finetune-minutes "$4" --seed "$seed")
+  once "$dir/compress/fp32" "$exp/log/compress_${name}_fp32.log" \
+    compress_decode_score "$dir" fp32 "$2" "$3" "$4" &&
+  once "$dir/compress/int8" "$exp/log/compress_${name}_int8.log" \
+    compress_decode_score "$dir" int8 "$2" "$3" "$4" --int8 &&
+  once "$dir/compress/pruned" "$exp/log/compress_${name}_pruned.log" \
+    compress_decode_score "$dir" pruned "$2" "$3" "$4" "${prune[@]}" &&
+  once "$dir/compress/pruned_int8" "$exp/log/compress_${name}_pruned_int8.log" \
+    compress_decode_score "$dir" pruned_int8 "$2" "$3" "$4" "${prune[@]}" --int8
+}
+
+if stage 8 compress; then
+  export OMP_NUM_THREADS=1
+  for run in $adaptations; do
+    IFS=: read -r algo lang minutes <<< "$run"
+    if [ -n "$compress_methods" ] && ! [[ " $compress_methods " == *" $algo "* ]]; then continue; fi
+    if [ "$algo" = pnn ]; then log "pnn: progressive networks are not compressed"; continue; fi
+    spawn compress_variants "$(adapt_dir "$algo" "$lang" "$minutes")" "$algo" "$lang" "$minutes"
+  done
+  wait_all
+  unset OMP_NUM_THREADS
+  write_report
   stage_end
 fi

@@ -1,0 +1,212 @@
+"""The inference runtime of compressed models: one file, loaded and run with torch and metarecipe.kernels only.
+
+A compact model file (written by metarecipe.compress.export) holds a BiGRU CTC model for CPU inference:
+
+    {"format": FORMAT, "config": {num_mel_bins, conv_channels, d_model, gru_hidden, gru_layers, vocab_size},
+     "tokens": [symbol, ...], "info": {...}, "tensors": {name: entry}}
+
+Tensor names and orientations are those of metarecipe.models.ctc_model (linear weights (in, out)). An entry is
+a float32 tensor, or a dict: {"int8": (in, out) int8, "scale": (out,) float32} is a weight quantized per output
+channel (value = int8 * scale); {"mask": packed uint8 bits, "shape": [...], "values": the nonzero entries in
+row-major order} is a sparse tensor (unstructured pruning), its values float32, or int8 with a "scale" (out,).
+It loads with ``torch.load(weights_only=True)``. Int8 matrix products run on PyTorch's fbgemm/x86 dynamic
+quantized linear where that engine exists, else on the dequantized weights.
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from metarecipe.kernels.beam_search import BeamSearchOptions, LMTables, ctc_beam_search
+from metarecipe.kernels.gru import gru_recurrence
+
+FORMAT = "metarecipe-compact-ctc-1"
+CONFIG_KEYS = ("num_mel_bins", "conv_channels", "d_model", "gru_hidden", "gru_layers", "vocab_size")
+_BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
+
+
+def expected_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor of a compact model with this config (the training model's layout)."""
+    c, d, h = config["conv_channels"], config["d_model"], config["gru_hidden"]
+    freq = config["num_mel_bins"]
+    for _ in range(2):
+        freq = (freq - 3) // 2 + 1
+    shapes = {"conv1_weight": (c, 1, 3, 3), "conv1_bias": (c,), "conv2_weight": (c, c, 3, 3), "conv2_bias": (c,),
+              "proj_weight": (c * freq, d), "proj_bias": (d,)}
+    inputs = d
+    for layer in range(config["gru_layers"]):
+        for direction in ("fw", "bw"):
+            p = f"gru{layer}_{direction}"
+            shapes.update({f"{p}_w_ih": (inputs, 3 * h), f"{p}_w_hh": (h, 3 * h), f"{p}_b_ih": (3 * h,),
+                           f"{p}_b_hh": (3 * h,)})
+        shapes.update({f"norm{layer}_weight": (2 * h,), f"norm{layer}_bias": (2 * h,)})
+        inputs = 2 * h
+    shapes.update({"head_weight": (2 * h, config["vocab_size"]), "head_bias": (config["vocab_size"],)})
+    return shapes
+
+
+def pack_bits(mask: torch.Tensor) -> torch.Tensor:
+    """Bool tensor (any shape) -> uint8 (ceil(numel / 8),), most significant bit first."""
+    flat = mask.flatten().to(torch.uint8)
+    flat = torch.cat([flat, flat.new_zeros(-flat.numel() % 8)])
+    return (flat.view(-1, 8) * _BIT_WEIGHTS).sum(1, dtype=torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor, shape) -> torch.Tensor:
+    """Inverse of pack_bits: a bool tensor of `shape`."""
+    count = 1
+    for size in shape:
+        count *= size
+    bits = (packed.unsqueeze(1) & _BIT_WEIGHTS) != 0
+    return bits.flatten()[:count].view(*shape)
+
+
+def dense(entry, name: str = "tensor") -> torch.Tensor:
+    """The float32 value of a stored entry (see the module docstring)."""
+    if isinstance(entry, torch.Tensor):
+        return entry.float()
+    if not isinstance(entry, dict) or not ({"int8", "mask"} & set(entry)):
+        raise ValueError(f"{name}: expected a tensor or an int8 or sparse entry, found {type(entry).__name__}")
+    if "mask" in entry:
+        mask = unpack_bits(entry["mask"], entry["shape"])
+        if entry["values"].numel() != int(mask.sum()):
+            raise ValueError(f"{name}: {entry['values'].numel()} stored values for {int(mask.sum())} nonzero "
+                             "positions")
+        out = torch.zeros(mask.shape)
+        out[mask] = entry["values"].float()
+    else:
+        out = entry["int8"].float()
+    return out * entry["scale"].float() if "scale" in entry else out
+
+
+def is_int8(entry) -> bool:
+    return isinstance(entry, dict) and "scale" in entry
+
+
+def quantized_engine() -> str | None:
+    """PyTorch's quantized engine for int8 linear layers here (x86 or fbgemm), or None."""
+    engine = torch.backends.quantized.engine
+    return engine if engine in ("x86", "fbgemm") else None
+
+
+class Linear:
+    """x (..., in) -> x W + b (..., out): float32, or int8 weights (per output channel) on the quantized engine."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, scales: torch.Tensor | None = None):
+        self.weight, self.bias, self.packed = weight, bias, None
+        if scales is not None and quantized_engine() is not None:
+            zero = torch.zeros(weight.shape[1], dtype=torch.long)
+            with warnings.catch_warnings():  # PyTorch 2.13 warns that quantized tensors are deprecated
+                warnings.simplefilter("ignore", UserWarning)
+                q = torch.quantize_per_channel(weight.t().contiguous(), scales.float(), zero, 0, torch.qint8)
+                self.packed = torch.ops.quantized.linear_prepack(q, bias)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        if self.packed is not None:
+            out = torch.ops.quantized.linear_dynamic(flat, self.packed, True)
+        else:
+            out = torch.addmm(self.bias, flat, self.weight)
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def _subsampled(lengths: torch.Tensor) -> torch.Tensor:
+    for _ in range(2):
+        lengths = torch.div(lengths - 3, 2, rounding_mode="floor") + 1
+    return lengths.clamp(min=0)
+
+
+class CompactCTCModel:
+    """A loaded compact model: `log_probs(feats, lengths)` and `recognize(feats, lengths)` on the CPU."""
+
+    def __init__(self, config: dict, tokens: list[str], tensors: dict, info: dict | None = None):
+        self.config, self.tokens, self.info = dict(config), list(tokens), dict(info or {})
+        self.values = {name: dense(entry, name) for name, entry in tensors.items()}
+        self.int8 = sorted(name for name, entry in tensors.items() if is_int8(entry))
+        self.linears = {}
+        for name, entry in tensors.items():
+            if name == "proj_weight" or name == "head_weight" or name.endswith("_w_ih"):
+                bias = self.values[name.replace("_weight", "_bias").replace("_w_ih", "_b_ih")]
+                scales = entry["scale"] if is_int8(entry) else None
+                self.linears[name] = Linear(self.values[name], bias, scales)
+
+    def parameter_count(self) -> int:
+        """Nonzero parameters."""
+        return sum(int((v != 0).sum()) for v in self.values.values())
+
+    def log_probs(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """feats (B, T, F) float32, lengths (B,) -> log-probabilities (B, T', V) and lengths (B,), T' ~ T/4."""
+        v = self.values
+        with torch.no_grad():
+            x = torch.relu(F.conv2d(feats.unsqueeze(1), v["conv1_weight"], v["conv1_bias"], stride=2))
+            x = torch.relu(F.conv2d(x, v["conv2_weight"], v["conv2_bias"], stride=2))
+            b, c, t, f = x.shape
+            x = self.linears["proj_weight"](x.permute(0, 2, 1, 3).reshape(b, t, c * f))
+            out_lengths = _subsampled(lengths)
+            valid = (torch.arange(t)[:, None] < out_lengths[None, :]).float().unsqueeze(1)  # (T', 1, B)
+            for layer in range(self.config["gru_layers"]):
+                directions = []
+                for direction in ("fw", "bw"):
+                    p = f"gru{layer}_{direction}"
+                    gates = self.linears[f"{p}_w_ih"](x).transpose(0, 1).unsqueeze(1)  # (T', 1, B, 3H)
+                    hidden = gru_recurrence(gates, v[f"{p}_w_hh"].unsqueeze(0), v[f"{p}_b_hh"].unsqueeze(0),
+                                            valid, reverse=direction == "bw")
+                    directions.append(hidden[:, 0].transpose(0, 1))
+                x = torch.cat(directions, dim=-1)
+                x = F.layer_norm(x, x.shape[-1:], v[f"norm{layer}_weight"], v[f"norm{layer}_bias"])
+            return self.linears["head_weight"](x).log_softmax(-1), out_lengths
+
+    def text(self, ids: list[int]) -> str:
+        """Token ids -> words separated by single spaces."""
+        symbols = ("" if s == "<blk>" else " " if s == "<space>" else s for s in (self.tokens[i] for i in ids))
+        return " ".join("".join(symbols).split())
+
+    def recognize(self, feats: torch.Tensor, lengths: torch.Tensor, options: BeamSearchOptions | None = None,
+                  lm: LMTables | None = None) -> list[str]:
+        """feats (B, T, F), lengths (B,) -> the best transcript of each utterance (CTC prefix beam search)."""
+        log_probs, out_lengths = self.log_probs(feats, lengths)
+        found = ctc_beam_search(log_probs, out_lengths, options, lm, self.tokens.index("<blk>"),
+                                self.tokens.index("<space>"))
+        return [self.text(hyps[0].tokens) if hyps else "" for hyps in found]
+
+
+def check_payload(payload, path) -> None:
+    """ValueError naming the file and the tensor when payload is not a consistent compact model."""
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a compact model file (format {FORMAT} expected)")
+    config = payload.get("config", {})
+    missing = [key for key in CONFIG_KEYS if not isinstance(config.get(key), int)]
+    if missing:
+        raise ValueError(f"{path}: config lacks integer {', '.join(missing)}")
+    if len(payload.get("tokens", [])) != config["vocab_size"]:
+        raise ValueError(f"{path}: {config['vocab_size']} outputs but {len(payload.get('tokens', []))} tokens")
+    tensors = payload.get("tensors", {})
+    for name, shape in expected_shapes(config).items():
+        if name not in tensors:
+            raise ValueError(f"{path}: tensor {name} {shape} is missing")
+        found = tuple(dense(tensors[name], name).shape)
+        if found != shape:
+            raise ValueError(f"{path}: tensor {name} should be {shape} for this config, found {found}")
+
+
+def load_compact(path) -> CompactCTCModel:
+    """The compact model in `path` (weights only, shapes checked against its config)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        raise ValueError(f"{path}: not a readable model file ({err})") from err
+    check_payload(payload, path)
+    return CompactCTCModel(payload["config"], payload["tokens"], payload["tensors"], payload.get("info", {}))
+
+
+def is_compact_file(path) -> bool:
+    """True when `path` is a compact model file (it is read, weights only)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
+        return False
+    return isinstance(payload, dict) and payload.get("format") == FORMAT
