@@ -16,9 +16,9 @@ from metarecipe.decode.decoder import best_texts, decode, log_probs_of
 from metarecipe.decode.lm_tables import lm_tables
 from metarecipe.devices import resolve_device
 from metarecipe.kernels.beam_search import BeamSearchOptions
-from metarecipe.kernels.compact import is_compact_file, load_compact
+from metarecipe.kernels.compact import compact_from_payload, is_compact, read_weights_only
 from metarecipe.meta.sampling import load_pools
-from metarecipe.models.checkpoint import load_model
+from metarecipe.models.checkpoint import model_from_payload
 from metarecipe.text.lm import NGramLM
 from metarecipe.text.tokens import TokenTable
 
@@ -79,13 +79,14 @@ def run(args: argparse.Namespace) -> int:
             if args.threads < 1:
                 raise ValueError(f"--threads must be at least 1, got {args.threads}")
             torch.set_num_threads(args.threads)
-        if is_compact_file(args.model):
+        payload = read_weights_only(args.model)
+        if is_compact(payload):
             if device.type != "cpu":
                 raise ValueError(f"{args.model}: compact models run on the CPU, not on --device {args.device}")
-            model = load_compact(args.model)
+            model = compact_from_payload(payload, args.model)
             tokens = TokenTable(model.tokens)
         else:
-            model, tokens, _ = load_model(args.model)
+            model, tokens, _ = model_from_payload(payload, args.model)
             model = model.to(device)
         utts = [u for pool in load_pools([args.data_dir], tokens).values() for u in pool]
         tables = lm_tables(NGramLM.read_arpa(args.lm), tokens, args.lm_unit) if args.lm and not args.greedy else None

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from metarecipe.compress.quantize import is_quantized_weight, quantize_per_channel
-from metarecipe.kernels.compact import CONFIG_KEYS, FORMAT, CompactCTCModel, check_payload, pack_bits
+from metarecipe.kernels.compact import CONFIG_KEYS, FORMAT, CompactCTCModel, pack_bits
 from metarecipe.models.ctc_model import BatchedCTCModel, ModelConfig
 from metarecipe.text.tokens import TokenTable
 
@@ -59,19 +59,18 @@ def compact_payload(model: BatchedCTCModel, tokens: TokenTable, int8: bool = Fal
     check_supported(model)
     config = {key: value for key, value in dataclasses.asdict(model.config).items() if key in CONFIG_KEYS}
     tensors = {name: _entry(p, int8 and is_quantized_weight(name)) for name, p in model.params.items()}
-    payload = {"format": FORMAT, "config": config, "tokens": list(tokens.symbols), "info": dict(info or {}),
-               "tensors": tensors}
-    check_payload(payload, "export")
-    return payload
+    return {"format": FORMAT, "config": config, "tokens": list(tokens.symbols), "info": dict(info or {}),
+            "tensors": tensors}
 
 
 def export_compact(model: BatchedCTCModel, tokens: TokenTable, path, int8: bool = False,
                    info: dict | None = None) -> CompactCTCModel:
     """Writes the compact file (atomically) and returns the model it holds, as the runtime will run it."""
     payload = compact_payload(model, tokens, int8, info)
+    compact = CompactCTCModel(payload["config"], payload["tokens"], payload["tensors"], payload["info"], path)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
-    return CompactCTCModel(payload["config"], payload["tokens"], payload["tensors"], payload["info"])
+    return compact

@@ -12,10 +12,10 @@ import torch
 from metarecipe.compress.export import check_supported, export_compact, model_from_compact
 from metarecipe.compress.pruning import check_keep, check_sparsity, magnitude_masks, prune_structured
 from metarecipe.config import ConfigError
-from metarecipe.kernels.compact import is_compact_file, load_compact
+from metarecipe.kernels.compact import compact_from_payload, is_compact, read_weights_only
 from metarecipe.meta.adapt import AdaptConfig, adapt
 from metarecipe.meta.adapt_experiment import target_pool
-from metarecipe.models.checkpoint import load_model
+from metarecipe.models.checkpoint import model_from_payload
 from metarecipe.text.tokens import TokenTable
 
 
@@ -39,11 +39,12 @@ def _checked(model_path, config: CompressConfig):
         check_keep(config.keep_units, "keep_units")
         check_keep(config.keep_channels, "keep_channels")
         check_sparsity(config.sparsity)
-        if is_compact_file(model_path):
-            compact = load_compact(model_path)
+        payload = read_weights_only(model_path)
+        if is_compact(payload):
+            compact = compact_from_payload(payload, model_path)
             model, tokens, info = model_from_compact(compact), TokenTable(compact.tokens), compact.info
         else:
-            model, tokens, info = load_model(model_path)
+            model, tokens, info = model_from_payload(payload, model_path)
             check_supported(model, model_path)
     except (ValueError, OSError) as err:
         raise ConfigError(str(err)) from err

@@ -15,6 +15,7 @@ quantized linear where that engine exists, else on the dequantized weights.
 
 from __future__ import annotations
 
+import math
 import pickle
 import warnings
 
@@ -58,11 +59,8 @@ def pack_bits(mask: torch.Tensor) -> torch.Tensor:
 
 def unpack_bits(packed: torch.Tensor, shape) -> torch.Tensor:
     """Inverse of pack_bits: a bool tensor of `shape`."""
-    count = 1
-    for size in shape:
-        count *= size
     bits = (packed.unsqueeze(1) & _BIT_WEIGHTS) != 0
-    return bits.flatten()[:count].view(*shape)
+    return bits.flatten()[:math.prod(shape)].view(*shape)
 
 
 def dense(entry, name: str = "tensor") -> torch.Tensor:
@@ -123,9 +121,18 @@ def _subsampled(lengths: torch.Tensor) -> torch.Tensor:
 class CompactCTCModel:
     """A loaded compact model: `log_probs(feats, lengths)` and `recognize(feats, lengths)` on the CPU."""
 
-    def __init__(self, config: dict, tokens: list[str], tensors: dict, info: dict | None = None):
+    def __init__(self, config: dict, tokens: list[str], tensors: dict, info: dict | None = None,
+                 source="model"):
+        """ValueError naming `source` and the tensor when config, tokens and tensors disagree."""
+        _check_config(config, tokens, source)
         self.config, self.tokens, self.info = dict(config), list(tokens), dict(info or {})
-        self.values = {name: dense(entry, name) for name, entry in tensors.items()}
+        self.values = {name: dense(entry, f"{source}: {name}") for name, entry in tensors.items()}
+        for name, shape in expected_shapes(config).items():
+            if name not in self.values:
+                raise ValueError(f"{source}: tensor {name} {shape} is missing")
+            if tuple(self.values[name].shape) != shape:
+                raise ValueError(f"{source}: tensor {name} should be {shape} for this config, found "
+                                 f"{tuple(self.values[name].shape)}")
         self.int8 = sorted(name for name, entry in tensors.items() if is_int8(entry))
         self.linears = {}
         for name, entry in tensors.items():
@@ -174,39 +181,35 @@ class CompactCTCModel:
         return [self.text(hyps[0].tokens) if hyps else "" for hyps in found]
 
 
-def check_payload(payload, path) -> None:
-    """ValueError naming the file and the tensor when payload is not a consistent compact model."""
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a compact model file (format {FORMAT} expected)")
-    config = payload.get("config", {})
+def _check_config(config: dict, tokens: list, source) -> None:
     missing = [key for key in CONFIG_KEYS if not isinstance(config.get(key), int)]
     if missing:
-        raise ValueError(f"{path}: config lacks integer {', '.join(missing)}")
-    if len(payload.get("tokens", [])) != config["vocab_size"]:
-        raise ValueError(f"{path}: {config['vocab_size']} outputs but {len(payload.get('tokens', []))} tokens")
-    tensors = payload.get("tensors", {})
-    for name, shape in expected_shapes(config).items():
-        if name not in tensors:
-            raise ValueError(f"{path}: tensor {name} {shape} is missing")
-        found = tuple(dense(tensors[name], name).shape)
-        if found != shape:
-            raise ValueError(f"{path}: tensor {name} should be {shape} for this config, found {found}")
+        raise ValueError(f"{source}: config lacks integer {', '.join(missing)}")
+    if len(tokens) != config["vocab_size"]:
+        raise ValueError(f"{source}: {config['vocab_size']} outputs but {len(tokens)} tokens")
+
+
+def read_weights_only(path):
+    """The content of a torch file read with weights_only=True, or ValueError naming the file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        raise ValueError(f"{path}: not a readable model file ({err})") from err
+
+
+def is_compact(payload) -> bool:
+    """True when a file's content (read_weights_only) is a compact model."""
+    return isinstance(payload, dict) and payload.get("format") == FORMAT
+
+
+def compact_from_payload(payload, path) -> CompactCTCModel:
+    """The compact model of a file's content (shapes checked against its config); ValueError naming path."""
+    if not is_compact(payload):
+        raise ValueError(f"{path}: not a compact model file (format {FORMAT} expected)")
+    return CompactCTCModel(payload.get("config", {}), payload.get("tokens", []), payload.get("tensors", {}),
+                           payload.get("info", {}), path)
 
 
 def load_compact(path) -> CompactCTCModel:
     """The compact model in `path` (weights only, shapes checked against its config)."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
-        raise ValueError(f"{path}: not a readable model file ({err})") from err
-    check_payload(payload, path)
-    return CompactCTCModel(payload["config"], payload["tokens"], payload["tensors"], payload.get("info", {}))
-
-
-def is_compact_file(path) -> bool:
-    """True when `path` is a compact model file (it is read, weights only)."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
-        return False
-    return isinstance(payload, dict) and payload.get("format") == FORMAT
+    return compact_from_payload(read_weights_only(path), path)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
 from pathlib import Path
 
 import torch
 
+from metarecipe.kernels.compact import read_weights_only
 from metarecipe.models.ctc_model import BatchedCTCModel, ModelConfig, parameter_shapes
 from metarecipe.models.progressive import ProgressiveCTCModel, lateral_shapes
 from metarecipe.text.tokens import TokenTable
@@ -56,10 +56,11 @@ def _filled(model, params: dict):
 
 def load_model(path) -> tuple[BatchedCTCModel | ProgressiveCTCModel, TokenTable, dict]:
     """(model on the CPU in eval mode, token table, info) from a file written by save_model."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
-        raise ValueError(f"{path}: not a readable model file ({err})") from err
+    return model_from_payload(read_weights_only(path), path)
+
+
+def model_from_payload(payload, path) -> tuple[BatchedCTCModel | ProgressiveCTCModel, TokenTable, dict]:
+    """load_model of a file's content already read (read_weights_only); path names it in errors."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path}: not a metarecipe model file (format {FORMAT} expected)")
     config = ModelConfig(**payload["config"])
