@@ -12,13 +12,16 @@ from test_commonvoice import make_release
 
 from metarecipe.cli.main import main
 from metarecipe.compress import CompressConfig, compress_model, export_compact, magnitude_masks, prune_structured
+from metarecipe.compress.distill import distillation_losses, masked_kl
 from metarecipe.compress.quantize import quantize_per_channel
 from metarecipe.data.corpora import get_corpus
 from metarecipe.decode.decoder import best_texts, decode, log_probs_of
 from metarecipe.features import compute_feats
 from metarecipe.kernels.beam_search import BeamSearchOptions
 from metarecipe.kernels.compact import expected_shapes, load_compact, pack_bits, unpack_bits
-from metarecipe.meta.sampling import load_pools
+from metarecipe.meta.adapt import AdaptConfig
+from metarecipe.meta.sampling import collate, load_pools
+from metarecipe.meta.tasks import task_losses
 from metarecipe.models import BatchedCTCModel, ModelConfig, ProgressiveCTCModel
 from metarecipe.models.checkpoint import save_model
 from metarecipe.models.ctc_model import ctc_forward, parameter_shapes
@@ -200,6 +203,7 @@ def test_bad_input_fails_before_any_work(tmp_path):
              ("ok.pt", {"sparsity": 1.0}, r"sparsity must be in \[0, 1\), got 1"),
              ("ok.pt", {"sparsity": -0.5}, r"sparsity must be in \[0, 1\)"),
              ("ok.pt", {"keep_units": 0.0}, r"keep_units must be in \(0, 1\]"),
+             ("ok.pt", {"distill": 1.5}, r"distill: .* must lie in \[0, 1\], got 1.5"),
              ("ok.pt", {"finetune_data": str(tmp_path)}, "nothing is pruned"),
              ("ok.pt", {"keep_units": 0.5, "finetune_data": str(tmp_path)}, "feats.scp: missing")]
     for name, options, message in cases:
@@ -231,7 +235,7 @@ def test_cli_prunes_fine_tunes_quantizes_and_decode_reads_the_result(data_dir, c
     out = tmp / "pruned_int8" / "model.pt"
     assert main(["compress", str(tmp / "adapted.pt"), str(out), "--keep-units", "0.5", "--keep-channels", "0.5",
                  "--sparsity", "0.3", "--int8", "--finetune-data", str(data), "--finetune-minutes", "0.02",
-                 "--finetune-steps", "10"]) == 0
+                 "--finetune-steps", "10", "--distill", "0.5"]) == 0
     summary = json.loads((out.parent / "model.json").read_text())
     assert summary["shape"]["gru_hidden"] == 12 and summary["shape"]["conv_channels"] == 4
     assert len(summary["finetune_history"]) >= 2 and summary["bytes"] == out.stat().st_size
@@ -247,3 +251,41 @@ def test_cli_prunes_fine_tunes_quantizes_and_decode_reads_the_result(data_dir, c
     capsys.readouterr()
     assert main(["compress", str(tmp / "adapted.pt"), str(tmp / "x.pt"), "--sparsity", "1"]) == 1
     assert "sparsity must be in [0, 1), got 1" in capsys.readouterr().out and not (tmp / "x.pt").exists()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_masked_kl_matches_the_float64_reference(seed):
+    g = torch.Generator().manual_seed(seed)
+    teacher, student = (torch.randn(2, 3, 9, 5, generator=g).log_softmax(-1) for _ in range(2))
+    lengths = torch.randint(1, 10, (2, 3), generator=g)
+    expected = torch.zeros(2, dtype=torch.float64)
+    for n in range(2):
+        frames = [(teacher[n, b, t].double(), student[n, b, t].double())
+                  for b in range(3) for t in range(int(lengths[n, b]))]
+        expected[n] = sum((p.exp() * (p - q)).sum() for p, q in frames) / len(frames)
+    assert torch.allclose(masked_kl(teacher, student, lengths).double(), expected, atol=1e-6)
+    assert torch.allclose(masked_kl(teacher, teacher, lengths), torch.zeros(2), atol=1e-6)
+
+
+def test_distillation_objective_mixes_ctc_and_follows_the_unpruned_model(data_dir, tmp_path):
+    tmp, data = data_dir
+    tokens = TokenTable.from_texts(line.split(" ", 1)[1] for line in (data / "text").read_text().splitlines())
+    teacher = BatchedCTCModel(ModelConfig(vocab_size=len(tokens), conv_channels=8, d_model=32, gru_hidden=24))
+    utts = [u for p in load_pools([data], tokens).values() for u in p][:3]
+    tasks = collate([utts], len(utts))
+    student = prune_structured(teacher, 0.5, 0.5)
+    with torch.no_grad():
+        params = student.stacked(1)
+        ctc = task_losses(student, params, tasks)
+        assert torch.allclose(distillation_losses(teacher, 0.0)(student, params, tasks), ctc)
+        kl = distillation_losses(teacher, 1.0)(student, params, tasks)
+        mixed = distillation_losses(teacher, 0.25)(student, params, tasks)
+        assert kl > 0 and torch.allclose(mixed, 0.75 * ctc + 0.25 * kl)
+        assert torch.allclose(distillation_losses(teacher, 1.0)(teacher, teacher.stacked(1), tasks), torch.zeros(1),
+                              atol=1e-6)
+    save_model(tmp_path / "adapted.pt", teacher, tokens)
+    summary = compress_model(tmp_path / "adapted.pt", tmp_path / "pruned.pt", CompressConfig(
+        keep_units=0.5, keep_channels=0.5, finetune_data=str(data), distill=1.0,
+        finetune=AdaptConfig(minutes=0.02, max_steps=20, eval_every=2, patience=10)))
+    history = [h["held_out_loss"] for h in summary["finetune_history"]]
+    assert min(history[1:]) < history[0]  # the held-out KL from the unpruned model fell

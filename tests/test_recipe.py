@@ -1,6 +1,7 @@
 """recipes/cv_lowresource/run.sh end to end with the --mini preset: results, idempotent re-runs, re-decoding one
 stage, SIGKILL at three moments, and a corpus in another layout plugged in as the README says."""
 
+import json
 import os
 import random
 import shutil
@@ -68,8 +69,10 @@ def test_mini_run_compresses_and_reports_every_variant(reference):
     size = {variant: float(cells[1]) for variant, cells in means.items()}
     assert params["pruned"] < params["fp32"] and size["pruned_int8"] <= size["int8"] < size["fp32"]
     assert "| multilingual | eo | 0.2 |" in text and "| fomaml | eo | 0.2 |" not in text  # --compress-methods
-    decoded = (reference / "exp_mini/adapt/multilingual_eo_0.2m/compress/pruned_int8/decode_test/decode.json")
-    assert '"threads": 1' in decoded.read_text()
+    compressed = reference / "exp_mini/adapt/multilingual_eo_0.2m/compress"
+    assert '"threads": 1' in (compressed / "pruned_int8/decode_test/decode.json").read_text()
+    assert json.loads((compressed / "pruned/model.json").read_text())["config"]["distill"] == 1.0
+    assert json.loads((compressed / "pruned_int8/model.json").read_text())["model"].endswith("pruned/model.pt")
 
 
 def test_a_second_run_does_nothing(reference):

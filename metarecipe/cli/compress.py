@@ -19,8 +19,9 @@ def add_parser(sub, name: str) -> None:
                                    "(--keep-units, --keep-channels: the matrices shrink), global unstructured "
                                    "magnitude pruning (--sparsity), a fine-tune of the pruned model on the "
                                    "adaptation budget (--finetune-data, --finetune-minutes; pruned weights stay "
-                                   "zero), int8 linear and recurrent weights (--int8). Writes OUT, a compact file "
-                                   "that metarecipe.kernels.compact loads without the training code and "
+                                   "zero; --distill to follow the unpruned model's posteriors), int8 linear "
+                                   "and recurrent weights (--int8). Writes OUT, a compact file that "
+                                   "metarecipe.kernels.compact loads without the training code and "
                                    "`metarecipe decode` decodes, and OUT's name with .json: sizes and parameters.")
     p.add_argument("model", help="model file (metarecipe.models.checkpoint), e.g. exp/adapt/<run>/adapted.pt")
     p.add_argument("out", help="the compact model file to write")
@@ -36,6 +37,9 @@ def add_parser(sub, name: str) -> None:
                    help="the budget (minutes of speech, drawn as adapt draws it with the same seed)")
     p.add_argument("--finetune-steps", type=int, default=defaults.max_steps, help="at most this many SGD steps")
     p.add_argument("--finetune-lr", type=float, default=defaults.lr)
+    p.add_argument("--distill", type=float, default=0.0,
+                   help="fine-tune objective: (1 - W) x CTC + W x the frame-level KL divergence from the unpruned "
+                        "model's posteriors, W in [0, 1] (default 0: CTC only)")
     p.add_argument("--seed", type=int, default=defaults.seed)
 
 
@@ -43,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     finetune = AdaptConfig(minutes=args.finetune_minutes, lr=args.finetune_lr, max_steps=args.finetune_steps,
                            seed=args.seed)
     config = CompressConfig(keep_units=args.keep_units, keep_channels=args.keep_channels, sparsity=args.sparsity,
-                            int8=args.int8, finetune_data=args.finetune_data, finetune=finetune)
+                            int8=args.int8, finetune_data=args.finetune_data, finetune=finetune,
+                            distill=args.distill)
     try:
         summary = compress_model(args.model, args.out, config)
     except (ConfigError, DataDirError) as err:

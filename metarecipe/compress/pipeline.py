@@ -1,20 +1,24 @@
 """Compressing one model file: structured pruning, unstructured pruning, an optional fine-tune on the
-adaptation budget (pruned entries stay zero), int8 export. Every input is checked before any work."""
+adaptation budget (pruned entries stay zero; CTC, distillation from the unpruned model, or a mix), int8
+export. Every input is checked before any work."""
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from metarecipe.compress.distill import check_distill, distillation_losses
 from metarecipe.compress.export import check_supported, export_compact, model_from_compact
 from metarecipe.compress.pruning import check_keep, check_sparsity, magnitude_masks, prune_structured
 from metarecipe.config import ConfigError
 from metarecipe.kernels.compact import compact_from_payload, is_compact, read_weights_only
 from metarecipe.meta.adapt import AdaptConfig, adapt
 from metarecipe.meta.adapt_experiment import target_pool
+from metarecipe.meta.tasks import task_losses
 from metarecipe.models.checkpoint import model_from_payload
 from metarecipe.text.tokens import TokenTable
 
@@ -27,6 +31,7 @@ class CompressConfig:
     int8: bool = False  # linear and recurrent weights in int8 (per output channel)
     finetune_data: str | None = None  # target training data dir: fine-tune after pruning on its budget
     finetune: AdaptConfig = field(default_factory=lambda: AdaptConfig(minutes=1.0))
+    distill: float = 0.0  # fine-tune objective: (1 - distill) x CTC + distill x KL(unpruned model || pruned)
 
     @property
     def prunes(self) -> bool:
@@ -39,6 +44,7 @@ def _checked(model_path, config: CompressConfig):
         check_keep(config.keep_units, "keep_units")
         check_keep(config.keep_channels, "keep_channels")
         check_sparsity(config.sparsity)
+        check_distill(config.distill)
         payload = read_weights_only(model_path)
         if is_compact(payload):
             compact = compact_from_payload(payload, model_path)
@@ -64,6 +70,7 @@ def compress_model(model_path, out_path, config: CompressConfig) -> dict:
     model, tokens, info, pool = _checked(model_path, config)
     start = time.perf_counter()
     before = sum(p.numel() for p in model.params.values())
+    teacher = copy.deepcopy(model) if pool is not None and config.distill > 0 else None
     if config.keep_units < 1.0 or config.keep_channels < 1.0:
         model = prune_structured(model, config.keep_units, config.keep_channels)
     masks = magnitude_masks(dict(model.params), config.sparsity) if config.sparsity > 0 else None
@@ -73,7 +80,8 @@ def compress_model(model_path, out_path, config: CompressConfig) -> dict:
                 model.params[name].mul_(mask)
     history = []
     if pool is not None:
-        result = adapt(model, pool, config.finetune, "sgd", masks=masks)
+        losses = distillation_losses(teacher, config.distill) if teacher is not None else task_losses
+        result = adapt(model, pool, config.finetune, "sgd", masks=masks, losses=losses)
         with torch.no_grad():
             for name, value in result.params.items():
                 model.params[name].copy_(value)
@@ -84,7 +92,8 @@ def compress_model(model_path, out_path, config: CompressConfig) -> dict:
                               "int8": config.int8})
     return {"model": str(model_path), "out": str(out_path), "config": {
                 "keep_units": config.keep_units, "keep_channels": config.keep_channels,
-                "sparsity": config.sparsity, "int8": config.int8, "finetune_data": config.finetune_data},
+                "sparsity": config.sparsity, "int8": config.int8, "finetune_data": config.finetune_data,
+                "distill": config.distill},
             "params_before": before, "params": sum(p.numel() for p in model.params.values()),
             "nonzero_params": compact.parameter_count(), "bytes": Path(out_path).stat().st_size,
             "shape": compact.config, "finetune_history": [{"step": s, "held_out_loss": v} for s, v in history],

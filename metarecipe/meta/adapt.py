@@ -51,10 +51,12 @@ def budget_split(pool: list[Utterance], config: AdaptConfig, rng: np.random.Gene
 
 
 def adapt(model, pool: list[Utterance], config: AdaptConfig, rule: str = "sgd", alphas=None,
-          backend: str | None = None, masks: dict[str, torch.Tensor] | None = None) -> AdaptResult:
+          backend: str | None = None, masks: dict[str, torch.Tensor] | None = None,
+          losses=task_losses) -> AdaptResult:
     """Fine-tunes model's parameters on `config.minutes` of the pool. rule: "sgd" (all parameters), "head"
     (ANIL: the output head only) or "metasgd" (per-element rates `alphas`, a dict of tensors).
-    masks (name -> bool tensor): entries that stay zero after every step (a pruned model's fine-tune)."""
+    masks (name -> bool tensor): entries that stay zero after every step (a pruned model's fine-tune).
+    losses(model, params, tasks, backend) -> (N,): the objective, trained and held out (default: CTC)."""
     if rule not in ("sgd", "head", "metasgd"):
         raise ValueError(f"adaptation rule must be sgd, head or metasgd, got {rule!r}")
     if rule == "metasgd" and alphas is None:
@@ -68,7 +70,7 @@ def adapt(model, pool: list[Utterance], config: AdaptConfig, rule: str = "sgd", 
 
     def held_out_loss(p):
         with torch.no_grad():
-            return float(task_losses(model, {n: v.unsqueeze(0) for n, v in p.items()}, held_set, backend)[0])
+            return float(losses(model, {n: v.unsqueeze(0) for n, v in p.items()}, held_set, backend)[0])
 
     best, best_loss = {n: v.clone() for n, v in params.items()}, held_out_loss(params)
     result = AdaptResult(best, [(0, best_loss)], sum(u.seconds for u in train), sum(u.seconds for u in held_out))
@@ -77,7 +79,7 @@ def adapt(model, pool: list[Utterance], config: AdaptConfig, rule: str = "sgd", 
         batch = [train[i] for i in rng.choice(len(train), size=min(config.batch_utts, len(train)), replace=False)]
         trainable = {n: params[n].requires_grad_() for n in names}
         batch_set = collate([batch], len(batch)).to(device)
-        loss = task_losses(model, {n: v.unsqueeze(0) for n, v in params.items()}, batch_set, backend)[0]
+        loss = losses(model, {n: v.unsqueeze(0) for n, v in params.items()}, batch_set, backend)[0]
         grads = torch.autograd.grad(loss, list(trainable.values()))
         with torch.no_grad():
             for (name, value), grad in zip(trainable.items(), grads, strict=True):

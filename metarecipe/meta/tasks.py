@@ -40,6 +40,12 @@ def task_losses(model, params: dict[str, torch.Tensor], tasks: TaskSet, backend:
     """CTC loss of every task (N,): the mean over its utterances of loss / target length (torch's "mean").
     backend: of the CTC kernel; gru_backend: of the model's recurrences."""
     log_probs, out_lengths = model.functional_forward(params, tasks.feats, tasks.lengths, gru_backend)
+    return ctc_task_losses(log_probs, out_lengths, tasks, backend)
+
+
+def ctc_task_losses(log_probs: torch.Tensor, out_lengths: torch.Tensor, tasks: TaskSet,
+                    backend: str | None = None) -> torch.Tensor:
+    """log_probs (N, B, T', V), out_lengths (N, B) and the tasks' targets -> CTC loss of every task (N,)."""
     n, b, t, v = log_probs.shape
     losses = ctc_loss(log_probs.reshape(n * b, t, v).transpose(0, 1), tasks.targets.reshape(n * b, -1),
                       out_lengths.reshape(-1), tasks.target_lengths.reshape(-1), reduction="none",

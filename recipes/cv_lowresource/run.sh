@@ -42,6 +42,7 @@ compress_keep_units=0.9     # stage 8: share of GRU units and projection outputs
 compress_keep_channels=0.75 # stage 8: share of convolution channels kept
 compress_sparsity=0.2       # stage 8: share of the remaining weights zeroed by global magnitude pruning
 compress_finetune=true      # stage 8: fine-tune pruned models on their adaptation budget
+compress_distill=1.0        # stage 8: fine-tune objective, (1 - w) x CTC + w x KL from the unpruned model
 compress_methods=""         # stage 8: the methods whose adapted models are compressed (empty: all)
 seed=0                  # corpus and sampling seed
 data=data               # data directories
@@ -231,11 +232,11 @@ if stage 7 report; then
   stage_end
 fi
 
-# compress_decode_score ADAPT_DIR VARIANT METHOD LANG MINUTES COMPRESS_OPTION...: one compressed model of
-# ADAPT_DIR/adapted.pt, decoded on 1 thread and scored
+# compress_decode_score ADAPT_DIR VARIANT METHOD LANG MINUTES MODEL COMPRESS_OPTION...: compresses MODEL into
+# ADAPT_DIR/compress/VARIANT, decodes it on 1 thread and scores it
 compress_decode_score() {
   local dir=$1/compress/$2 lang=$4
-  run_cmd metarecipe compress "$1/adapted.pt" "$dir/model.pt" "${@:6}" &&
+  run_cmd metarecipe compress "$6" "$dir/model.pt" "${@:7}" &&
   run_cmd metarecipe decode "$dir/model.pt" "$data/$lang/$decode_set" "$dir/decode_$decode_set" --threads 1 \
     --lm "$data/lm/$lang/${lm_unit}$lm_order/lm.arpa" --lm-unit "$([ "$lm_unit" = char ] && echo token || echo word)" \
     --beam "$beam" --lm-weight "$lm_weight" &&
@@ -244,21 +245,22 @@ compress_decode_score() {
     --tag set="$decode_set" --tag variant="$2"
 }
 
-# compress_variants ADAPT_DIR METHOD LANG MINUTES: fp32 (the adapted model exported), int8, pruned, pruned + int8
-# (the same pruning and fine-tune, which is deterministic, then int8)
+# compress_variants ADAPT_DIR METHOD LANG MINUTES: fp32 (the adapted model exported), int8, pruned (and
+# fine-tuned), pruned + int8 (the pruned model quantized)
 compress_variants() {
-  local dir=$1 name="${2}_${3}_${4}m"
+  local dir=$1 name="${2}_${3}_${4}m" model=$1/adapted.pt
   local prune=(--keep-units "$compress_keep_units" --keep-channels "$compress_keep_channels"
                --sparsity "$compress_sparsity")
-  $compress_finetune && prune+=(--finetune-data "$data/$3/train" --finetune-minutes "$4" --seed "$seed")
+  $compress_finetune && prune+=(--finetune-data "$data/$3/train" --finetune-minutes "$4" --seed "$seed"
+                                --distill "$compress_distill")
   once "$dir/compress/fp32" "$exp/log/compress_${name}_fp32.log" \
-    compress_decode_score "$dir" fp32 "$2" "$3" "$4" &&
+    compress_decode_score "$dir" fp32 "$2" "$3" "$4" "$model" &&
   once "$dir/compress/int8" "$exp/log/compress_${name}_int8.log" \
-    compress_decode_score "$dir" int8 "$2" "$3" "$4" --int8 &&
+    compress_decode_score "$dir" int8 "$2" "$3" "$4" "$model" --int8 &&
   once "$dir/compress/pruned" "$exp/log/compress_${name}_pruned.log" \
-    compress_decode_score "$dir" pruned "$2" "$3" "$4" "${prune[@]}" &&
+    compress_decode_score "$dir" pruned "$2" "$3" "$4" "$model" "${prune[@]}" &&
   once "$dir/compress/pruned_int8" "$exp/log/compress_${name}_pruned_int8.log" \
-    compress_decode_score "$dir" pruned_int8 "$2" "$3" "$4" "${prune[@]}" --int8
+    compress_decode_score "$dir" pruned_int8 "$2" "$3" "$4" "$dir/compress/pruned/model.pt" --int8
 }
 
 if stage 8 compress; then
