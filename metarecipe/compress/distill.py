@@ -6,6 +6,7 @@ transcripts alone move it by several CER points either way."""
 from __future__ import annotations
 
 import torch
+from torch.utils.weak import WeakTensorKeyDictionary
 
 from metarecipe.meta.tasks import TaskSet, ctc_task_losses
 
@@ -26,13 +27,18 @@ def masked_kl(teacher: torch.Tensor, student: torch.Tensor, lengths: torch.Tenso
 
 def distillation_losses(teacher, weight: float):
     """The losses function of meta.adapt.adapt: (1 - weight) x CTC + weight x KL(teacher || model), per task
-    (N,). teacher: the uncompressed BatchedCTCModel, frozen."""
+    (N,). teacher: the uncompressed BatchedCTCModel, frozen: its posteriors are kept while the features they
+    came from live (the held-out set is scored at every evaluation, each training batch once)."""
     check_distill(weight)
+    posteriors = WeakTensorKeyDictionary()  # feats tensor -> the teacher's log-probabilities
 
     def losses(model, params: dict[str, torch.Tensor], tasks: TaskSet, backend: str | None = None):
         log_probs, lengths = model.functional_forward(params, tasks.feats, tasks.lengths)
-        with torch.no_grad():
-            target, _ = teacher.functional_forward(teacher.stacked(tasks.num_tasks), tasks.feats, tasks.lengths)
+        if tasks.feats not in posteriors:
+            with torch.no_grad():
+                posteriors[tasks.feats] = teacher.functional_forward(teacher.stacked(tasks.num_tasks), tasks.feats,
+                                                                     tasks.lengths)[0]
+        target = posteriors[tasks.feats]
         total = weight * masked_kl(target, log_probs, lengths)
         if weight < 1.0:
             total = total + (1.0 - weight) * ctc_task_losses(log_probs, lengths, tasks, backend)
