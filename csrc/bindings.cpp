@@ -70,6 +70,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gru_backward", &metarecipe::gru_backward_cpu, "GRU backward: (d gates_x, d w, d b, gbar)");
   m.def("gru_double_backward", &metarecipe::gru_double_backward_cpu,
         "backward of gru_backward: cotangents of (grad_out, gates_x, w, b)");
+  m.def("gru_infer", &metarecipe::gru_infer_cpu, "GRU recurrence for inference (float32): outputs (T, B, H)");
   pybind11::class_<metarecipe::DecoderLM>(m, "DecoderLM", "an n-gram LM as a back-off state machine")
       .def(pybind11::init<int64_t, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
                           const at::Tensor&, int64_t, int64_t, int64_t, const at::Tensor&, const at::Tensor&,

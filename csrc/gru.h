@@ -28,4 +28,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_double_backward_c
     const std::optional<at::Tensor>& v_x, const std::optional<at::Tensor>& v_w, const std::optional<at::Tensor>& v_b,
     const at::Tensor& w, const at::Tensor& valid, const at::Tensor& cache, const at::Tensor& gbar, bool reverse);
 
+// Inference only (float32, no autograd): gates_x (T, B, 3H), w (H, 3H), b (3H), valid (T, B) -> outputs (T, B, H),
+// the same values as gru_forward_cpu's for one task.
+at::Tensor gru_infer_cpu(const at::Tensor& gates_x, const at::Tensor& w, const at::Tensor& b,
+                         const at::Tensor& valid, bool reverse);
+
 }  // namespace metarecipe

@@ -7,7 +7,7 @@ import torch
 
 from metarecipe.kernels import available_backends
 from metarecipe.kernels import gru_reference as reference
-from metarecipe.kernels.gru import gru_recurrence
+from metarecipe.kernels.gru import gru_inference, gru_recurrence
 
 BACKENDS = [b for b in ("cpp", "torch") if b in available_backends()]
 SEED = int(os.environ.get("METARECIPE_TEST_SEED", torch.seed() % 2**31))
@@ -66,3 +66,36 @@ def test_backend_choice_is_checked():
         gru_recurrence(*inputs, valid, backend="numba")
     with pytest.raises(ValueError, match="valid must have shape"):
         gru_recurrence(*inputs, valid[:, :1])
+
+
+INFERENCE_BACKENDS = [b for b in ("cpp", "torch") if b in available_backends()]
+
+
+@pytest.mark.parametrize("backend", INFERENCE_BACKENDS)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("hidden", [5, 37, 128])
+def test_inference_recurrence_equals_the_float64_reference(backend, reverse, hidden):
+    """gru_inference in float32 (widths that fill no, some and all vector lanes) against the reference in float64,
+    on fresh inputs with variable lengths and gate pre-activations far into the saturated range."""
+    gen = torch.Generator().manual_seed(SEED + hidden)
+    steps, batch = 40, 6
+    gates = 4 * torch.randn(steps, batch, 3 * hidden, generator=gen)
+    w = torch.randn(hidden, 3 * hidden, generator=gen) / hidden ** 0.5
+    b = torch.randn(3 * hidden, generator=gen)
+    lengths = torch.randint(1, steps + 1, (batch,), generator=gen)
+    lengths[0], lengths[-1] = steps, 1
+    valid = (torch.arange(steps)[:, None] < lengths[None, :]).float()
+    got = gru_inference(gates, w, b, valid, reverse, backend=backend)
+    want = reference.gru_recurrence(gates.double().unsqueeze(1), w.double()[None], b.double()[None],
+                                    valid.double().unsqueeze(1), reverse)[:, 0]
+    torch.testing.assert_close(got.double(), want, rtol=0, atol=2e-5, msg=f"seed {SEED}")
+    assert got.dtype == torch.float32 and not got.requires_grad
+
+
+def test_inference_recurrence_checks_its_inputs():
+    gates, w, b = torch.randn(3, 2, 12), torch.randn(4, 12), torch.randn(12)
+    if "cpp" in available_backends():
+        with pytest.raises(RuntimeError, match="shapes disagree"):
+            gru_inference(gates, w[:3], b, torch.ones(3, 2), backend="cpp")
+    with pytest.raises(ValueError, match="backend for gru_inference must be one of"):
+        gru_inference(gates, w, b, torch.ones(3, 2), backend="numba")

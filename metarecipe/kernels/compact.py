@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from metarecipe.kernels.beam_search import BeamSearchOptions, LMTables, ctc_beam_search
-from metarecipe.kernels.gru import gru_recurrence
+from metarecipe.kernels.gru import gru_inference
 
 FORMAT = "metarecipe-compact-ctc-1"
 CONFIG_KEYS = ("num_mel_bins", "conv_channels", "d_model", "gru_hidden", "gru_layers", "vocab_size")
@@ -154,15 +154,14 @@ class CompactCTCModel:
             b, c, t, f = x.shape
             x = self.linears["proj_weight"](x.permute(0, 2, 1, 3).reshape(b, t, c * f))
             out_lengths = _subsampled(lengths)
-            valid = (torch.arange(t)[:, None] < out_lengths[None, :]).float().unsqueeze(1)  # (T', 1, B)
+            valid = (torch.arange(t)[:, None] < out_lengths[None, :]).float()  # (T', B)
             for layer in range(self.config["gru_layers"]):
                 directions = []
                 for direction in ("fw", "bw"):
                     p = f"gru{layer}_{direction}"
-                    gates = self.linears[f"{p}_w_ih"](x).transpose(0, 1).unsqueeze(1)  # (T', 1, B, 3H)
-                    hidden = gru_recurrence(gates, v[f"{p}_w_hh"].unsqueeze(0), v[f"{p}_b_hh"].unsqueeze(0),
-                                            valid, reverse=direction == "bw")
-                    directions.append(hidden[:, 0].transpose(0, 1))
+                    gates = self.linears[f"{p}_w_ih"](x).transpose(0, 1)  # (T', B, 3H)
+                    hidden = gru_inference(gates, v[f"{p}_w_hh"], v[f"{p}_b_hh"], valid, reverse=direction == "bw")
+                    directions.append(hidden.transpose(0, 1))
                 x = torch.cat(directions, dim=-1)
                 x = F.layer_norm(x, x.shape[-1:], v[f"norm{layer}_weight"], v[f"norm{layer}_bias"])
             return self.linears["head_weight"](x).log_softmax(-1), out_lengths

@@ -4,7 +4,8 @@
 backward is an autograd Function of its own whose backward (the double backward) is written out, so MAML's
 second order costs two extra sweeps over time instead of a graph node per op and step. Backends: ``cpp``
 (csrc/gru_cpu.cpp, fused per-step loops) and ``torch`` (the same sweeps in torch ops, any device); the
-op-by-op reference is ``gru_reference.gru_recurrence``.
+op-by-op reference is ``gru_reference.gru_recurrence``. ``gru_inference`` is one direction for one model without
+autograd (compact models): csrc/gru_infer_cpu.cpp, vectorised float32, or the torch sweep.
 """
 
 from __future__ import annotations
@@ -79,3 +80,17 @@ def gru_recurrence(gates_x: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor
     name = backends.select_backend("gru", gates_x.device, backend, offered=("cpp", "torch"))
     w_hh, b_hh = w_hh.contiguous(), b_hh.contiguous()
     return _GRU.apply(gates_x.contiguous(), w_hh, b_hh, valid.to(gates_x.dtype).contiguous(), reverse, _ops(name))
+
+
+def gru_inference(gates_x: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor, valid: torch.Tensor,
+                  reverse: bool = False, backend: str | None = None) -> torch.Tensor:
+    """One GRU direction of one model, for inference: gates_x (T, B, 3H), w_hh (H, 3H), b_hh (3H), valid (T, B)
+    -> outputs (T, B, H), as gru_recurrence for N = 1. ``backend``: None for the fastest, "cpp" (float32 CPU
+    tensors) or "torch"."""
+    name = backends.select_backend("gru_inference", gates_x.device, backend, offered=("cpp", "torch"))
+    if name == "cpp" and gates_x.dtype == torch.float32:
+        return backends.extension().gru_infer(gates_x.contiguous(), w_hh.contiguous(), b_hh.contiguous(),
+                                              valid.to(torch.float32).contiguous(), reverse)
+    with torch.no_grad():
+        return gru_recurrence(gates_x.unsqueeze(1), w_hh.unsqueeze(0), b_hh.unsqueeze(0), valid.unsqueeze(1),
+                              reverse, backend="torch")[:, 0]
