@@ -46,6 +46,7 @@ def main() -> None:
     p.add_argument("--lm-unit", choices=("word", "token"), default="token")
     p.add_argument("--beam", type=int, default=16)
     p.add_argument("--lm-weight", type=float, default=0.8)
+    p.add_argument("--token-threshold", type=float, default=BeamSearchOptions.token_threshold)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     args = p.parse_args()
@@ -57,7 +58,7 @@ def main() -> None:
     tokens = TokenTable(models["fp32"].tokens)
     utts = [u for pool in load_pools([args.data], tokens).values() for u in pool]
     tables = lm_tables(NGramLM.read_arpa(args.lm), tokens, args.lm_unit) if args.lm else None
-    options = BeamSearchOptions(beam=args.beam, lm_weight=args.lm_weight)
+    options = BeamSearchOptions(beam=args.beam, lm_weight=args.lm_weight, token_threshold=args.token_threshold)
     audio = sum(u.seconds for u in utts)
     for model in models.values():  # warm-up: first-call allocations and kernel setup
         timed_decode(model, utts[:8], tokens, options, tables)

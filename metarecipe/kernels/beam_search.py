@@ -99,7 +99,7 @@ class BeamSearchOptions:
 
     beam: int = 16
     beam_threshold: float = 25.0
-    token_threshold: float = -10.0
+    token_threshold: float = -6.0
     token_beam: int | None = None
     blank_skip: float = 0.999
     lm_weight: float = 0.5

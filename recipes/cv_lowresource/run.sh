@@ -37,6 +37,7 @@ lm_unit=char            # n-gram LM over char (the model's tokens) or word
 lm_order=6              # n-gram order
 beam=16                 # beam size
 lm_weight=0.8           # LM weight (shallow fusion)
+token_threshold=-6      # per frame, tokens more than this (ln) below the best are not tried
 decode_set=test         # the target split decoded and scored
 compress_keep_units=0.9     # stage 8: share of GRU units and projection outputs kept by structured pruning
 compress_keep_channels=0.75 # stage 8: share of convolution channels kept
@@ -83,7 +84,7 @@ fi
 threads_per_job=$(( $(nproc) / nj > 0 ? $(nproc) / nj : 1 ))
 mkdir -p "$exp"
 log "options: $(for n in stage stop_stage nj cv_root source_langs target_langs budgets algos meta_init meta_nproc \
-  beam lm_weight decode_set; do printf '%s=%q ' "$n" "${!n}"; done)"
+  beam lm_weight token_threshold decode_set; do printf '%s=%q ' "$n" "${!n}"; done)"
 
 if stage 0 corpus; then
   if $demo; then
@@ -195,7 +196,7 @@ if stage 6 "decode + score"; then
     dir=$(adapt_dir "$algo" "$lang" "$minutes")
     spawn once "$dir/decode_$decode_set" "$exp/log/decode_${algo}_${lang}_${minutes}m.log" \
       decode_and_score "$dir" "$algo" "$lang" "$minutes" --lm "$data/lm/$lang/${lm_unit}$lm_order/lm.arpa" \
-      --lm-unit "$([ "$lm_unit" = char ] && echo token || echo word)" --beam "$beam" --lm-weight "$lm_weight"
+      --lm-unit "$([ "$lm_unit" = char ] && echo token || echo word)" --beam "$beam" --lm-weight "$lm_weight" --token-threshold "$token_threshold"
   done
   wait_all
   unset OMP_NUM_THREADS
@@ -221,7 +222,7 @@ write_report() {
       --setting "source languages=$source_langs" --setting "target languages=$target_langs" \
       --setting "budgets (min)=$budgets" --setting "meta-training=$meta_config, initialised from: ${meta_init:-none}" \
       --setting "adaptation=$adapt_config" \
-      --setting "decoding=beam $beam, $lm_unit $lm_order-gram LM weight $lm_weight, set $decode_set" > /dev/null
+      --setting "decoding=beam $beam, token threshold $token_threshold, $lm_unit $lm_order-gram LM weight $lm_weight, set $decode_set" > /dev/null
     mark_done "$exp/report" "$signature"
   fi
   cat RESULTS.md
@@ -232,14 +233,16 @@ if stage 7 report; then
   stage_end
 fi
 
-# compress_decode_score ADAPT_DIR VARIANT METHOD LANG MINUTES MODEL COMPRESS_OPTION...: compresses MODEL into
-# ADAPT_DIR/compress/VARIANT, decodes it on 1 thread and scores it
+# compress_decode_score ADAPT_DIR VARIANT METHOD LANG MINUTES MODEL "DECODE_OPTIONS" COMPRESS_OPTION...: compresses
+# MODEL into ADAPT_DIR/compress/VARIANT, decodes it on 1 thread and scores it (the decoding options are one word of
+# the command, so that its done-marker changes with them)
 compress_decode_score() {
-  local dir=$1/compress/$2 lang=$4
-  run_cmd metarecipe compress "$6" "$dir/model.pt" "${@:7}" &&
+  local dir=$1/compress/$2 lang=$4 decoding
+  read -ra decoding <<< "$7"
+  run_cmd metarecipe compress "$6" "$dir/model.pt" "${@:8}" &&
   run_cmd metarecipe decode "$dir/model.pt" "$data/$lang/$decode_set" "$dir/decode_$decode_set" --threads 1 \
     --lm "$data/lm/$lang/${lm_unit}$lm_order/lm.arpa" --lm-unit "$([ "$lm_unit" = char ] && echo token || echo word)" \
-    --beam "$beam" --lm-weight "$lm_weight" &&
+    "${decoding[@]}" &&
   metarecipe score --ref "$data/$lang/$decode_set/text" --hyp "$dir/decode_$decode_set/hyp" \
     --out-dir "$dir/decode_$decode_set" --tag method="$3" --tag target="$lang" --tag minutes="$5" \
     --tag set="$decode_set" --tag variant="$2"
@@ -249,18 +252,19 @@ compress_decode_score() {
 # fine-tuned), pruned + int8 (the pruned model quantized)
 compress_variants() {
   local dir=$1 name="${2}_${3}_${4}m" model=$1/adapted.pt
+  local decoding="--beam $beam --lm-weight $lm_weight --token-threshold $token_threshold"
   local prune=(--keep-units "$compress_keep_units" --keep-channels "$compress_keep_channels"
                --sparsity "$compress_sparsity")
   $compress_finetune && prune+=(--finetune-data "$data/$3/train" --finetune-minutes "$4" --seed "$seed"
                                 --distill "$compress_distill")
   once "$dir/compress/fp32" "$exp/log/compress_${name}_fp32.log" \
-    compress_decode_score "$dir" fp32 "$2" "$3" "$4" "$model" &&
+    compress_decode_score "$dir" fp32 "$2" "$3" "$4" "$model" "$decoding" &&
   once "$dir/compress/int8" "$exp/log/compress_${name}_int8.log" \
-    compress_decode_score "$dir" int8 "$2" "$3" "$4" "$model" --int8 &&
+    compress_decode_score "$dir" int8 "$2" "$3" "$4" "$model" "$decoding" --int8 &&
   once "$dir/compress/pruned" "$exp/log/compress_${name}_pruned.log" \
-    compress_decode_score "$dir" pruned "$2" "$3" "$4" "$model" "${prune[@]}" &&
+    compress_decode_score "$dir" pruned "$2" "$3" "$4" "$model" "$decoding" "${prune[@]}" &&
   once "$dir/compress/pruned_int8" "$exp/log/compress_${name}_pruned_int8.log" \
-    compress_decode_score "$dir" pruned_int8 "$2" "$3" "$4" "$dir/compress/pruned/model.pt" --int8
+    compress_decode_score "$dir" pruned_int8 "$2" "$3" "$4" "$dir/compress/pruned/model.pt" "$decoding" --int8
 }
 
 if stage 8 compress; then
