@@ -138,11 +138,6 @@ def test_structured_pruning_removes_the_weakest_units_and_shrinks_the_matrices()
     assert all(torch.equal(same.params[n], p) for n, p in model.params.items())
 
 
-def test_wide_layers_keep_whole_vectors_of_units():
-    wide = prune_structured(small_model(gru_hidden=128, d_model=72), keep_units=0.9, keep_channels=0.75)
-    assert (wide.config.gru_hidden, wide.config.d_model, wide.config.conv_channels) == (112, 64, 3)
-
-
 def test_int8_and_sparse_exports_are_smaller(tmp_path):
     model = small_model(7, d_model=64, gru_hidden=64)
     export_compact(model, TOKENS, tmp_path / "fp32.pt")

@@ -2,11 +2,9 @@
 
 Structured: `prune_structured` keeps the strongest GRU units (per layer and direction), projection outputs and
 convolution channels and slices every matrix that touches them, so the model really shrinks (a smaller
-ModelConfig). Widths of 64 units or more keep a multiple of 8 (128 x 0.9 keeps 112): the recurrence then runs on
-whole vectors (a step took 21 us at 112 units, 25 us at 115). A unit's strength is the product of the L2 norms of
-its incoming and outgoing weights (outgoing through the LayerNorm gain where one sits between). Unstructured:
-`magnitude_masks` zeroes the smallest weights of all weight matrices together (one global threshold) at a target
-sparsity.
+ModelConfig). A unit's strength is the product of the L2 norms of its incoming and outgoing weights (outgoing
+through the LayerNorm gain where one sits between). Unstructured: `magnitude_masks` zeroes the smallest weights
+of all weight matrices together (one global threshold) at a target sparsity.
 """
 
 from __future__ import annotations
@@ -16,8 +14,6 @@ import dataclasses
 import torch
 
 from metarecipe.models.ctc_model import BatchedCTCModel
-
-UNIT_LANES = 8  # kept GRU units and projection outputs: whole float32 AVX2 vectors in the inference kernels
 
 
 def weight_names(params) -> list[str]:
@@ -59,10 +55,8 @@ def _strongest(incoming: torch.Tensor, outgoing: torch.Tensor, keep: int) -> tor
     return score.topk(keep).indices.sort().values
 
 
-def _kept(size: int, keep: float, lanes: int = 1) -> int:
-    """round(size * keep), at least 1; for sizes of 8 lanes or more, rounded down to a multiple of lanes."""
-    kept = max(1, round(size * keep))
-    return max(lanes, kept // lanes * lanes) if size >= 8 * lanes else kept
+def _kept(size: int, keep: float) -> int:
+    return max(1, round(size * keep))
 
 
 def prune_structured(model: BatchedCTCModel, keep_units: float = 1.0,
@@ -74,8 +68,7 @@ def prune_structured(model: BatchedCTCModel, keep_units: float = 1.0,
     cfg, p = model.config, {n: v.detach() for n, v in model.params.items()}
     h, d, c = cfg.gru_hidden, cfg.d_model, cfg.conv_channels
     freq = p["proj_weight"].shape[0] // c
-    new_h, new_d = _kept(h, keep_units, UNIT_LANES), _kept(d, keep_units, UNIT_LANES)
-    new_c = _kept(c, keep_channels)
+    new_h, new_d, new_c = _kept(h, keep_units), _kept(d, keep_units), _kept(c, keep_channels)
 
     conv1 = _strongest(p["conv1_weight"], p["conv2_weight"].transpose(0, 1), new_c)
     conv2 = _strongest(p["conv2_weight"][:, conv1], p["proj_weight"].view(c, freq, d), new_c)
