@@ -2,6 +2,7 @@
 #include <torch/extension.h>
 
 #include "beam_search.h"
+#include "conv.h"
 #include "ctc_loss.h"
 #include "gru.h"
 
@@ -71,6 +72,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gru_double_backward", &metarecipe::gru_double_backward_cpu,
         "backward of gru_backward: cotangents of (grad_out, gates_x, w, b)");
   m.def("gru_infer", &metarecipe::gru_infer_cpu, "GRU recurrence for inference (float32): outputs (T, B, H)");
+  m.def("gru_int8_pack", &metarecipe::gru_int8_pack, "int8 recurrent weights (H, 3H) -> the layout of gru_infer_int8");
+  m.def("gru_infer_int8", &metarecipe::gru_infer_int8_cpu,
+        "GRU recurrence for inference with int8 recurrent weights and state: outputs (T, B, H)");
+  m.def("conv1_relu_infer", &metarecipe::conv1_relu_infer_cpu,
+        "relu(conv2d) of one input channel, 3 x 3, stride 2, for inference: (B, C, T', F')");
+  m.def("cpu_has_vnni", &metarecipe::cpu_has_vnni, "whether this CPU and build run AVX-512 VNNI");
   pybind11::class_<metarecipe::DecoderLM>(m, "DecoderLM", "an n-gram LM as a back-off state machine")
       .def(pybind11::init<int64_t, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
                           const at::Tensor&, int64_t, int64_t, int64_t, const at::Tensor&, const at::Tensor&,

@@ -33,4 +33,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_double_backward_c
 at::Tensor gru_infer_cpu(const at::Tensor& gates_x, const at::Tensor& w, const at::Tensor& b,
                          const at::Tensor& valid, bool reverse);
 
+// Int8 inference: recurrent weights w (H, 3H) int8 packed once by gru_int8_pack, w_scale (3H) their per output
+// channel scales; the hidden state is quantized per row each step. use_vnni runs the product on AVX-512 VNNI
+// (cpu_has_vnni() must hold), else on a plain loop with the same integer result.
+at::Tensor gru_int8_pack(const at::Tensor& w);
+at::Tensor gru_infer_int8_cpu(const at::Tensor& gates_x, const at::Tensor& packed, const at::Tensor& w_scale,
+                              const at::Tensor& b, const at::Tensor& valid, bool reverse, bool use_vnni);
+bool cpu_has_vnni();
+
 }  // namespace metarecipe

@@ -9,8 +9,10 @@ Tensor names and orientations are those of metarecipe.models.ctc_model (linear w
 a float32 tensor, or a dict: {"int8": (in, out) int8, "scale": (out,) float32} is a weight quantized per output
 channel (value = int8 * scale); {"mask": packed uint8 bits, "shape": [...], "values": the nonzero entries in
 row-major order} is a sparse tensor (unstructured pruning), its values float32, or int8 with a "scale" (out,).
-It loads with ``torch.load(weights_only=True)``. Int8 matrix products run on PyTorch's fbgemm/x86 dynamic
-quantized linear where that engine exists, else on the dequantized weights.
+It loads with ``torch.load(weights_only=True)``. Int8 input products run on PyTorch's fbgemm/x86 dynamic
+quantized linear where that engine exists, else on the dequantized weights; int8 recurrent weights run the int8
+recurrence (kernels.gru.gru_inference_int8: the hidden state quantized per row each step, AVX-512 VNNI where
+the CPU has it).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from metarecipe.kernels.beam_search import BeamSearchOptions, LMTables, ctc_beam_search
-from metarecipe.kernels.gru import gru_inference
+from metarecipe.kernels.conv import conv1_relu
+from metarecipe.kernels.gru import Int8Recurrent, gru_inference, gru_inference_int8
 
 FORMAT = "metarecipe-compact-ctc-1"
 CONFIG_KEYS = ("num_mel_bins", "conv_channels", "d_model", "gru_hidden", "gru_layers", "vocab_size")
@@ -63,22 +66,31 @@ def unpack_bits(packed: torch.Tensor, shape) -> torch.Tensor:
     return bits.flatten()[:math.prod(shape)].view(*shape)
 
 
+def _filled(entry, name: str) -> torch.Tensor:
+    """The stored values of an int8 or sparse entry as a dense tensor of their dtype (zeros filled in)."""
+    if "mask" not in entry:
+        return entry["int8"]
+    mask = unpack_bits(entry["mask"], entry["shape"])
+    if entry["values"].numel() != int(mask.sum()):
+        raise ValueError(f"{name}: {entry['values'].numel()} stored values for {int(mask.sum())} nonzero positions")
+    out = torch.zeros(mask.shape, dtype=entry["values"].dtype)
+    out[mask] = entry["values"]
+    return out
+
+
 def dense(entry, name: str = "tensor") -> torch.Tensor:
     """The float32 value of a stored entry (see the module docstring)."""
     if isinstance(entry, torch.Tensor):
         return entry.float()
     if not isinstance(entry, dict) or not ({"int8", "mask"} & set(entry)):
         raise ValueError(f"{name}: expected a tensor or an int8 or sparse entry, found {type(entry).__name__}")
-    if "mask" in entry:
-        mask = unpack_bits(entry["mask"], entry["shape"])
-        if entry["values"].numel() != int(mask.sum()):
-            raise ValueError(f"{name}: {entry['values'].numel()} stored values for {int(mask.sum())} nonzero "
-                             "positions")
-        out = torch.zeros(mask.shape)
-        out[mask] = entry["values"].float()
-    else:
-        out = entry["int8"].float()
+    out = _filled(entry, name).float()
     return out * entry["scale"].float() if "scale" in entry else out
+
+
+def int8_of(entry, name: str = "tensor") -> tuple[torch.Tensor, torch.Tensor]:
+    """(int8 values, scales (out,)) of an int8 entry (is_int8), dense or sparse."""
+    return _filled(entry, name).to(torch.int8), entry["scale"].float()
 
 
 def is_int8(entry) -> bool:
@@ -134,8 +146,11 @@ class CompactCTCModel:
                 raise ValueError(f"{source}: tensor {name} should be {shape} for this config, found "
                                  f"{tuple(self.values[name].shape)}")
         self.int8 = sorted(name for name, entry in tensors.items() if is_int8(entry))
-        self.linears = {}
+        self.linears, self.recurrent = {}, {}
         for name, entry in tensors.items():
+            if name.endswith("_w_hh"):
+                self.recurrent[name] = Int8Recurrent(*int8_of(entry, f"{source}: {name}")) if is_int8(entry) \
+                    else self.values[name]
             if name == "proj_weight" or name == "head_weight" or name.endswith("_w_ih"):
                 bias = self.values[name.replace("_weight", "_bias").replace("_w_ih", "_b_ih")]
                 scales = entry["scale"] if is_int8(entry) else None
@@ -149,7 +164,7 @@ class CompactCTCModel:
         """feats (B, T, F) float32, lengths (B,) -> log-probabilities (B, T', V) and lengths (B,), T' ~ T/4."""
         v = self.values
         with torch.no_grad():
-            x = torch.relu(F.conv2d(feats.unsqueeze(1), v["conv1_weight"], v["conv1_bias"], stride=2))
+            x = conv1_relu(feats, v["conv1_weight"], v["conv1_bias"])
             x = torch.relu(F.conv2d(x, v["conv2_weight"], v["conv2_bias"], stride=2))
             b, c, t, f = x.shape
             x = self.linears["proj_weight"](x.permute(0, 2, 1, 3).reshape(b, t, c * f))
@@ -160,7 +175,11 @@ class CompactCTCModel:
                 for direction in ("fw", "bw"):
                     p = f"gru{layer}_{direction}"
                     gates = self.linears[f"{p}_w_ih"](x).transpose(0, 1)  # (T', B, 3H)
-                    hidden = gru_inference(gates, v[f"{p}_w_hh"], v[f"{p}_b_hh"], valid, reverse=direction == "bw")
+                    w_hh, reverse = self.recurrent[f"{p}_w_hh"], direction == "bw"
+                    if isinstance(w_hh, Int8Recurrent):
+                        hidden = gru_inference_int8(gates, w_hh, v[f"{p}_b_hh"], valid, reverse)
+                    else:
+                        hidden = gru_inference(gates, w_hh, v[f"{p}_b_hh"], valid, reverse)
                     directions.append(hidden.transpose(0, 1))
                 x = torch.cat(directions, dim=-1)
                 x = F.layer_norm(x, x.shape[-1:], v[f"norm{layer}_weight"], v[f"norm{layer}_bias"])

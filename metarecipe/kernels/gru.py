@@ -6,6 +6,8 @@ second order costs two extra sweeps over time instead of a graph node per op and
 (csrc/gru_cpu.cpp, fused per-step loops) and ``torch`` (the same sweeps in torch ops, any device); the
 op-by-op reference is ``gru_reference.gru_recurrence``. ``gru_inference`` is one direction for one model without
 autograd (compact models): csrc/gru_infer_cpu.cpp, vectorised float32, or the torch sweep.
+``gru_inference_int8`` is the same with int8 recurrent weights and an int8 hidden state in the product (AVX-512
+VNNI where the CPU has it).
 """
 
 from __future__ import annotations
@@ -94,3 +96,57 @@ def gru_inference(gates_x: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor,
     with torch.no_grad():
         return gru_recurrence(gates_x.unsqueeze(1), w_hh.unsqueeze(0), b_hh.unsqueeze(0), valid.unsqueeze(1),
                               reverse, backend="torch")[:, 0]
+
+
+class Int8Recurrent:
+    """Recurrent weights w_hh (H, 3H) = int8 (H, 3H) * scale (3H) per output channel, packed once for the
+    compiled kernel."""
+
+    def __init__(self, int8: torch.Tensor, scale: torch.Tensor):
+        if int8.dtype != torch.int8 or int8.dim() != 2 or int8.shape[1] != 3 * int8.shape[0] or \
+                scale.shape != (int8.shape[1],):
+            raise ValueError(f"int8 recurrent weights must be int8 (H, 3H) with scales (3H), got {int8.dtype} "
+                             f"{tuple(int8.shape)} and {tuple(scale.shape)}")
+        self.int8, self.scale = int8.contiguous(), scale.float().contiguous()
+        ext = backends.extension()
+        self.packed = None if ext is None else ext.gru_int8_pack(self.int8)
+
+
+def cpu_has_vnni() -> bool:
+    """Whether the compiled extension runs AVX-512 VNNI on this CPU."""
+    ext = backends.extension()
+    return ext is not None and ext.cpu_has_vnni()
+
+
+def gru_inference_int8(gates_x: torch.Tensor, w_hh: Int8Recurrent, b_hh: torch.Tensor, valid: torch.Tensor,
+                       reverse: bool = False, backend: str | None = None, vnni: bool | None = None) -> torch.Tensor:
+    """gru_inference with int8 recurrent weights: each step quantizes every row of the hidden state to int8
+    (scale max|h| / 127, round to nearest), multiplies in integers and rescales. gates_x (T, B, 3H) float32,
+    b_hh (3H), valid (T, B) -> outputs (T, B, H). ``backend``: None, "cpp" or "torch" (the same arithmetic in
+    torch ops); ``vnni`` (cpp): None uses AVX-512 VNNI where the CPU has it, False the plain loop."""
+    name = backends.select_backend("gru_inference_int8", gates_x.device, backend, offered=("cpp", "torch"))
+    valid = valid.to(torch.float32).contiguous()
+    if name == "cpp":
+        use_vnni = cpu_has_vnni() if vnni is None else vnni
+        return backends.extension().gru_infer_int8(gates_x.float().contiguous(), w_hh.packed, w_hh.scale,
+                                                   b_hh.float().contiguous(), valid, reverse, use_vnni)
+    return _gru_int8_torch(gates_x.float(), w_hh, b_hh.float(), valid, reverse)
+
+
+def _gru_int8_torch(gates_x, w_hh: Int8Recurrent, b_hh, valid, reverse):
+    steps, _, three_h = gates_x.shape
+    hidden = three_h // 3
+    weight = w_hh.int8.float()
+    h = gates_x.new_zeros(gates_x.shape[1], hidden)
+    out = torch.empty(steps, gates_x.shape[1], hidden)
+    for s in (reversed(range(steps)) if reverse else range(steps)):
+        top = h.abs().amax(1, keepdim=True)
+        q = torch.round(h * torch.where(top > 0, 127 / top, 0))
+        g = (q @ weight) * (top / 127 * w_hh.scale) + b_hh  # integer sums, exact in float32
+        x, m = gates_x[s], valid[s].unsqueeze(1)
+        r = torch.sigmoid(x[:, :hidden] + g[:, :hidden])
+        z = torch.sigmoid(x[:, hidden:2 * hidden] + g[:, hidden:2 * hidden])
+        cand = torch.tanh(x[:, 2 * hidden:] + r * g[:, 2 * hidden:])
+        out[s] = (cand + z * (h - cand)) * m
+        h = h + m * (out[s] - h)
+    return out
