@@ -43,6 +43,7 @@ struct DecoderLM {
   int32_t start_node, end_word, unk_word;
   IdMap entries;
   std::vector<float> logprob, backoff, node_smear;
+  std::vector<float> best_next;  // per node: an upper bound of score(node, word).first over all words
   std::vector<int32_t> next_node, suffix, token_word, child_start, child_token, child_node, node_word;
 };
 

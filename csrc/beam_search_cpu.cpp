@@ -4,10 +4,18 @@
 // everything that depends on the labels alone: its LM state and weighted LM score, the position of its
 // partial word in the vocabulary trie and that word's look-ahead. Per frame a hypothesis carries the
 // probabilities of its prefix ending in blank (pb) and in its last label (pnb).
+//
+// With a token LM, most of a frame's extensions fall out of the beam whatever the LM says, and the search
+// avoids their cost without changing its result. A prefix's LM term is bounded by the largest score the LM
+// gives after the parent's state (DecoderLM::best_next). (1) An extension whose bound is below the beam-th
+// best of the hypotheses that merely continue (a lower bound of where the beam will end) is not made, unless
+// its prefix is in the beam already and so may gather more. (2) A new prefix's LM score is left pending;
+// pruning takes hypotheses best bound first and scores them until no bound can reach the beam.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 
 #include "beam_search.h"
@@ -44,6 +52,7 @@ struct Prefix {
   int32_t word_node;  // vocabulary-trie node of the partial word (0: no partial word, -1: outside the trie)
   float lm_score;     // weighted LM scores and bonuses of the finished units
   float lookahead;    // weighted look-ahead of the partial word, replaced by its score when the word ends
+  bool pending;       // token LM: the last token's LM score and bonus are not in lm_score yet (nor in lm_node)
 };
 
 struct Hyp {
@@ -51,14 +60,46 @@ struct Hyp {
   float pb, pnb, score;
 };
 
+// DecoderLM::score results (the whole back-off walk) of recent (node, word) queries, direct-mapped. The LM's
+// own table is megabytes and each back-off step a cache miss; the queries of a search repeat (hypotheses share
+// their recent history), and this table stays in the CPU's cache.
+class ScoreCache {
+ public:
+  explicit ScoreCache(const DecoderLM* lm) : lm_(lm), slots_(lm != nullptr ? kSlots : 0) {}
+
+  std::pair<float, int32_t> score(int32_t node, int32_t word) {
+    const uint64_t key = (static_cast<uint64_t>(node) << 32) | static_cast<uint32_t>(word);
+    Slot& slot = slots_[mix(key) & (kSlots - 1)];
+    if (slot.key != key) {
+      const auto [logprob, next] = lm_->score(node, word);
+      slot = {key, logprob, next};
+    }
+    return {slot.logprob, slot.next};
+  }
+
+ private:
+  struct Slot {
+    uint64_t key = kEmpty;
+    float logprob = 0.0f;
+    int32_t next = 0;
+  };
+  static constexpr size_t kSlots = size_t{1} << 11;  // 32 KiB
+  const DecoderLM* lm_;
+  std::vector<Slot> slots_;
+};
+
 // The search over one utterance.
 class Search {
  public:
-  Search(const BeamSearchOptions& options, const DecoderLM* lm, int64_t vocab)
-      : opt_(options), lm_(lm), vocab_(vocab), children_(4096) {
-    prefixes_.push_back({-1, -1, lm ? lm->start_node : 0, 0, 0.0f, 0.0f});
+  Search(const BeamSearchOptions& options, const DecoderLM* lm, ScoreCache& cache, int64_t vocab)
+      : opt_(options), lm_(lm), cache_(cache), vocab_(vocab), children_(4096),
+        lazy_(lm != nullptr && lm->mode == 1 && options.lm_weight >= 0.0),
+        weight_(static_cast<float>(options.lm_weight)),
+        bonus_(static_cast<float>(options.insertion_bonus)) {
+    prefixes_.push_back({-1, -1, lm ? lm->start_node : 0, 0, 0.0f, 0.0f, false});
     stamp_.push_back(-1);
     slot_.push_back(0);
+    parent_stamp_.push_back(-1);
   }
 
   std::vector<Hypothesis> run(const float* log_probs, int64_t frames) {
@@ -110,12 +151,17 @@ class Search {
       candidate_.assign(vocab_, 0);
       for (int32_t c : tokens) candidate_[c] = 1;
     }
+    const float floor = lazy_ ? extension_floor(beam, lp, t) : kNegInf;
     for (const Hyp& h : beam) {
       const int32_t last = prefixes_[h.prefix].token, word_node = prefixes_[h.prefix].word_node;
       const float total = log_add(h.pb, h.pnb);
       add(h.prefix, t, total + lp[opt_.blank], kNegInf);
       if (last >= 0) add(h.prefix, t, kNegInf, h.pnb + lp[last]);
+      // extensions below this cannot enter the beam, unless a child of h.prefix is in it already
+      const float need = parent_stamp_[h.prefix] == t ? kNegInf
+                         : floor - (lazy_ ? prefixes_[h.prefix].lm_score + pending_bound(prefixes_[h.prefix]) : 0.0f);
       auto grow = [&](int32_t c) {
+        if ((c == last ? h.pb : total) + lp[c] < need) return;
         const int32_t child = extend(h.prefix, c);
         if (child >= 0) add(child, t, kNegInf, (c == last ? h.pb : total) + lp[c]);
       };
@@ -131,6 +177,26 @@ class Search {
     beam.swap(next_);
   }
 
+  // A lower bound of the score the beam-th best hypothesis will have after frame t (of those within the
+  // beam threshold): the beam-th best of the hypotheses that only continue with blank or their last token.
+  // Marks the parents of the beam's prefixes with t (parent_stamp_).
+  float extension_floor(const std::vector<Hyp>& beam, const float* lp, int32_t t) {
+    stays_.clear();
+    for (const Hyp& h : beam) {
+      const Prefix& p = prefixes_[h.prefix];
+      const float pnb = p.token >= 0 ? h.pnb + lp[p.token] : kNegInf;
+      stays_.push_back(log_add(log_add(h.pb, h.pnb) + lp[opt_.blank], pnb) + p.lm_score + p.lookahead);
+      if (p.parent >= 0) parent_stamp_[p.parent] = t;
+    }
+    const float best = *std::max_element(stays_.begin(), stays_.end());
+    float floor = best - static_cast<float>(opt_.beam_threshold);
+    if (static_cast<int64_t>(stays_.size()) >= opt_.beam) {
+      std::nth_element(stays_.begin(), stays_.begin() + (opt_.beam - 1), stays_.end(), std::greater<float>());
+      floor = std::max(floor, stays_[opt_.beam - 1]);
+    }
+    return floor;
+  }
+
   void add(int32_t prefix, int32_t t, float pb, float pnb) {
     if (stamp_[prefix] != t) {
       stamp_[prefix] = t;
@@ -144,13 +210,16 @@ class Search {
   }
 
   // Keeps the best `beam` hypotheses within beam_threshold of the best.
-  void prune(std::vector<Hyp>& beam) const {
-    float best = kNegInf;
+  void prune(std::vector<Hyp>& beam) {
+    bool pending = false;
     for (Hyp& h : beam) {
       const Prefix& p = prefixes_[h.prefix];
-      h.score = log_add(h.pb, h.pnb) + p.lm_score + p.lookahead;
-      best = std::max(best, h.score);
+      h.score = log_add(h.pb, h.pnb) + p.lm_score + p.lookahead + (p.pending ? pending_bound(p) : 0.0f);
+      pending = pending || p.pending;
     }
+    if (pending) score_pending(beam);
+    float best = kNegInf;
+    for (const Hyp& h : beam) best = std::max(best, h.score);
     const float floor = best - static_cast<float>(opt_.beam_threshold);
     beam.erase(std::remove_if(beam.begin(), beam.end(), [floor](const Hyp& h) { return h.score < floor; }),
                beam.end());
@@ -161,6 +230,46 @@ class Search {
     }
   }
 
+  // Leaves in beam the hypotheses that can still be among the best `beam` once scored, all of them scored:
+  // best bound first, until the next bound is below the beam-th best score.
+  void score_pending(std::vector<Hyp>& beam) {
+    const auto by_score = [](const Hyp& a, const Hyp& b) { return a.score < b.score; };
+    std::make_heap(beam.begin(), beam.end(), by_score);
+    kept_.clear();
+    worst_kept_.clear();  // min-heap of the best `beam` scores so far
+    const auto size = static_cast<size_t>(opt_.beam);
+    for (auto end = beam.end(); end != beam.begin(); --end) {
+      if (worst_kept_.size() == size && beam.front().score < worst_kept_.front()) break;
+      std::pop_heap(beam.begin(), end, by_score);
+      Hyp h = *(end - 1);
+      Prefix& p = prefixes_[h.prefix];
+      if (p.pending) {
+        resolve(p);
+        h.score = log_add(h.pb, h.pnb) + p.lm_score + p.lookahead;
+      }
+      kept_.push_back(h);
+      worst_kept_.push_back(h.score);
+      std::push_heap(worst_kept_.begin(), worst_kept_.end(), std::greater<float>());
+      if (worst_kept_.size() > size) {
+        std::pop_heap(worst_kept_.begin(), worst_kept_.end(), std::greater<float>());
+        worst_kept_.pop_back();
+      }
+    }
+    beam.swap(kept_);
+  }
+
+  // An upper bound of the pending LM score and bonus of p.
+  float pending_bound(const Prefix& p) const { return weight_ * lm_->best_next[p.lm_node] + bonus_; }
+
+  // Adds the pending LM score of a prefix's last token.
+  void resolve(Prefix& p) {
+    const int32_t word = lm_->token_word[p.token] >= 0 ? lm_->token_word[p.token] : lm_->unk_word;
+    const auto [logprob, node] = cache_.score(p.lm_node, word);
+    p.lm_score += weight_ * logprob + bonus_;
+    p.lm_node = node;
+    p.pending = false;
+  }
+
   // The child of prefix by token c (created on first use with its LM score), -1 when the lexicon forbids it.
   int32_t extend(int32_t parent, int32_t c) {
     const uint64_t key = static_cast<uint64_t>(parent) * static_cast<uint64_t>(vocab_) + c;
@@ -169,6 +278,7 @@ class Search {
     Prefix child = prefixes_[parent];
     child.parent = parent;
     child.token = c;
+    child.pending = false;
     if (!score_token(child, c)) {
       children_.insert(key, -2);
       return -2;
@@ -177,20 +287,25 @@ class Search {
     prefixes_.push_back(child);
     stamp_.push_back(-1);
     slot_.push_back(0);
+    parent_stamp_.push_back(-1);
     children_.insert(key, id);
     return id;
   }
 
   // Updates a new prefix's LM fields for its last token c; false when the lexicon forbids the prefix.
-  bool score_token(Prefix& p, int32_t c) const {
+  bool score_token(Prefix& p, int32_t c) {
     const auto weight = static_cast<float>(opt_.lm_weight), bonus = static_cast<float>(opt_.insertion_bonus);
     if (lm_ == nullptr) {
       p.lm_score += bonus;
       return true;
     }
+    if (lazy_) {
+      p.pending = true;
+      return true;
+    }
     if (lm_->mode == 1) {
       const int32_t word = lm_->token_word[c] >= 0 ? lm_->token_word[c] : lm_->unk_word;
-      const auto [logprob, node] = lm_->score(p.lm_node, word);
+      const auto [logprob, node] = cache_.score(p.lm_node, word);
       p.lm_score += weight * logprob + bonus;
       p.lm_node = node;
       return true;
@@ -199,16 +314,16 @@ class Search {
     p.word_node = p.word_node >= 0 ? lm_->trie_child(p.word_node, c) : -1;
     if (p.word_node < 0 && opt_.lexicon_only) return false;
     p.lookahead = p.word_node >= 0 ? weight * lm_->node_smear[p.word_node]
-                                   : weight * lm_->score(0, lm_->unk_word).first + static_cast<float>(opt_.oov_penalty);
+                                   : weight * cache_.score(0, lm_->unk_word).first + static_cast<float>(opt_.oov_penalty);
     return true;
   }
 
   // Scores the partial word of p with the word LM; false when the lexicon has no such word (except for the
   // utterance's last word, which may be unfinished: it scores as <unk>).
-  bool end_word(Prefix& p, bool last = false) const {
+  bool end_word(Prefix& p, bool last = false) {
     const int32_t word = p.word_node >= 0 ? lm_->node_word[p.word_node] : -1;
     if (word < 0 && opt_.lexicon_only && !last) return false;
-    const auto [logprob, node] = lm_->score(p.lm_node, word >= 0 ? word : lm_->unk_word);
+    const auto [logprob, node] = cache_.score(p.lm_node, word >= 0 ? word : lm_->unk_word);
     p.lm_score += static_cast<float>(opt_.lm_weight) * logprob + static_cast<float>(opt_.insertion_bonus) +
                   (word >= 0 ? 0.0f : static_cast<float>(opt_.oov_penalty));
     p.lm_node = node;
@@ -218,13 +333,14 @@ class Search {
   }
 
   // Adds the end of the sentence (and a last word) to every hypothesis; the n-best, best first.
-  std::vector<Hypothesis> finish(const std::vector<Hyp>& beam) const {
+  std::vector<Hypothesis> finish(const std::vector<Hyp>& beam) {
     std::vector<std::tuple<float, float, int32_t>> finals;  // (score, acoustic, prefix)
     for (const Hyp& h : beam) {
       Prefix p = prefixes_[h.prefix];
+      if (p.pending) resolve(p);
       if (lm_ != nullptr) {
         if (lm_->mode == 2 && p.word_node != 0) end_word(p, /*last=*/true);
-        p.lm_score += static_cast<float>(opt_.lm_weight) * lm_->score(p.lm_node, lm_->end_word).first;
+        p.lm_score += static_cast<float>(opt_.lm_weight) * cache_.score(p.lm_node, lm_->end_word).first;
       }
       const float acoustic = log_add(h.pb, h.pnb);
       finals.emplace_back(acoustic + p.lm_score, acoustic, h.prefix);
@@ -245,12 +361,19 @@ class Search {
 
   const BeamSearchOptions& opt_;
   const DecoderLM* lm_;
+  ScoreCache& cache_;
   int64_t vocab_;
   std::vector<Prefix> prefixes_;
   std::vector<int32_t> stamp_, slot_;  // per prefix: the frame it was last added to next_, and where
+  std::vector<int32_t> parent_stamp_;  // per prefix: the last frame one of its children was in the beam
+  std::vector<float> stays_;
   std::vector<Hyp> next_;
   std::vector<char> candidate_;  // per frame, walking the lexicon: whether a token is among those tried
   IdMap children_;  // parent * V + token -> child prefix (-2: forbidden by the lexicon)
+  bool lazy_;             // token LM scores are left pending until pruning
+  float weight_, bonus_;  // lm_weight and insertion_bonus
+  std::vector<Hyp> kept_;
+  std::vector<float> worst_kept_;
 };
 
 }  // namespace
@@ -323,6 +446,27 @@ DecoderLM::DecoderLM(int64_t mode, const at::Tensor& keys, const at::Tensor& log
               "DecoderLM: keys, logprob and next_node must have one entry per n-gram");
   TORCH_CHECK(this->backoff.size() == this->suffix.size(), "DecoderLM: backoff and suffix need one entry per node");
   for (size_t i = 0; i < key_list.size(); ++i) entries.insert(static_cast<uint64_t>(key_list[i]), int32_t(i));
+  // best_next[node] = max(largest logprob stored under node, backoff[node] + best_next[suffix[node]]): a word
+  // either has an n-gram under node or backs off to the suffix. Suffixes are shorter, so a node's chain ends.
+  std::vector<float> stored(this->backoff.size(), kNegInf);
+  for (size_t i = 0; i < key_list.size(); ++i) {
+    float& top = stored[static_cast<size_t>(static_cast<uint64_t>(key_list[i]) >> 32)];
+    top = std::max(top, this->logprob[i]);
+  }
+  best_next.assign(this->backoff.size(), std::numeric_limits<float>::quiet_NaN());
+  std::vector<int32_t> chain;
+  for (size_t node = 0; node < best_next.size(); ++node) {
+    chain.clear();
+    for (int32_t n = static_cast<int32_t>(node); std::isnan(best_next[n]); n = this->suffix[n]) {
+      chain.push_back(n);
+      if (n == 0) break;
+    }
+    for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
+      const int32_t n = *it;
+      // node 0: a word outside the LM scores as <unk>, stored under node 0 too
+      best_next[n] = n == 0 ? stored[0] : std::max(stored[n], this->backoff[n] + best_next[this->suffix[n]]);
+    }
+  }
 }
 
 std::pair<float, int32_t> DecoderLM::score(int32_t node, int32_t word) const {
@@ -356,8 +500,9 @@ std::vector<std::vector<Hypothesis>> ctc_beam_search_cpu(const at::Tensor& log_p
   {
     pybind11::gil_scoped_release no_gil;
     at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+      ScoreCache cache(lm);  // one per thread: the utterances of a batch share one LM
       for (int64_t b = begin; b < end; ++b)
-        results[b] = Search(options, lm, vocab).run(data + b * frames * vocab, std::min(len[b], frames));
+        results[b] = Search(options, lm, cache, vocab).run(data + b * frames * vocab, std::min(len[b], frames));
     });
   }
   return results;

@@ -179,6 +179,48 @@ def test_backends_agree_with_pruning(unit):
             assert a.score == pytest.approx(b.score, abs=1e-3) and a.lm == pytest.approx(b.lm, abs=1e-3)
 
 
+ARPA_WITH_POSITIVE_BACKOFFS = """\\data\\
+ngram 1=6
+ngram 2=5
+
+\\1-grams:
+-0.9\t<unk>
+-99\t<s>\t0.4
+-0.5\t</s>
+-0.4\ta\t0.3
+-0.6\tb\t0.5
+-0.7\tc\t-0.2
+
+\\2-grams:
+-0.1\t<s> a
+-0.2\ta b
+-1.5\ta a
+-0.05\tb c
+-0.3\tc </s>
+
+\\end\\
+"""
+
+
+@pytest.mark.skipif(len(BACKENDS) < 2, reason="needs the compiled extension and numba")
+def test_token_lm_with_positive_backoffs_agrees(tmp_path):
+    """cpp skips extensions and defers LM scores by bounding the LM (back-off weights above 0 included); the
+    n-best lists must still equal numba's, which scores everything."""
+    seed = fresh_seed()
+    arpa = tmp_path / "lm.arpa"
+    arpa.write_text(ARPA_WITH_POSITIVE_BACKOFFS)
+    tokens = symbol_table("abc")
+    tables = lm_tables(NGramLM.read_arpa(arpa), tokens, "token")
+    log_probs, lengths = random_log_probs(seed, 6, 60, len(tokens), sharpness=3.0)
+    options = BeamSearchOptions(beam=6, beam_threshold=10.0, token_threshold=-8.0, lm_weight=1.2,
+                                insertion_bonus=-0.3, nbest=3)
+    cpp, numba = (ctc_beam_search(log_probs, lengths, options, tables, backend=b) for b in BACKENDS)
+    for ours, theirs in zip(cpp, numba, strict=True):
+        assert [h.tokens for h in ours] == [h.tokens for h in theirs], f"seed {seed}"
+        for a, b in zip(ours, theirs, strict=True):
+            assert a.score == pytest.approx(b.score, abs=1e-3), f"seed {seed}"
+
+
 def test_bad_arguments_are_named():
     log_probs, lengths = random_log_probs(0, 2, 5, 4)
     with pytest.raises(ValueError, match="log_probs must be"):
