@@ -204,14 +204,15 @@ if stage 6 "decode + score"; then
 fi
 
 # write_report: RESULTS.md and cer_vs_minutes.png from every score of the run (compressed models' included),
-# unless the scores are those of the last report
+# unless the scores and decoding times are those of the last report
 write_report() {
   local scores signature
   scores=$(for run in $adaptations; do
     IFS=: read -r algo lang minutes <<< "$run"
     dir=$(adapt_dir "$algo" "$lang" "$minutes")
     cat "$dir/decode_$decode_set/.done" 2>/dev/null || echo "missing $run"
-    cat "$dir"/compress/*/.done 2>/dev/null || true
+    cat "$dir"/compress/*/.done "$dir"/decode_"$decode_set"/{scores,decode}.json \
+      "$dir"/compress/*/decode_"$decode_set"/{scores,decode}.json 2>/dev/null || true
   done)
   signature="report $algos $(printf '%s' "$scores" | md5sum | cut -c1-16)"
   if ! is_done "$exp/report" "$signature"; then
