@@ -158,8 +158,8 @@ class Search {
       add(h.prefix, t, total + lp[opt_.blank], kNegInf);
       if (last >= 0) add(h.prefix, t, kNegInf, h.pnb + lp[last]);
       // extensions below this cannot enter the beam, unless a child of h.prefix is in it already
-      const float need = parent_stamp_[h.prefix] == t ? kNegInf
-                         : floor - (lazy_ ? prefixes_[h.prefix].lm_score + pending_bound(prefixes_[h.prefix]) : 0.0f);
+      const Prefix& p = prefixes_[h.prefix];
+      const float need = !lazy_ || parent_stamp_[h.prefix] == t ? kNegInf : floor - p.lm_score - pending_bound(p);
       auto grow = [&](int32_t c) {
         if ((c == last ? h.pb : total) + lp[c] < need) return;
         const int32_t child = extend(h.prefix, c);
@@ -294,9 +294,8 @@ class Search {
 
   // Updates a new prefix's LM fields for its last token c; false when the lexicon forbids the prefix.
   bool score_token(Prefix& p, int32_t c) {
-    const auto weight = static_cast<float>(opt_.lm_weight), bonus = static_cast<float>(opt_.insertion_bonus);
     if (lm_ == nullptr) {
-      p.lm_score += bonus;
+      p.lm_score += bonus_;
       return true;
     }
     if (lazy_) {
@@ -306,15 +305,15 @@ class Search {
     if (lm_->mode == 1) {
       const int32_t word = lm_->token_word[c] >= 0 ? lm_->token_word[c] : lm_->unk_word;
       const auto [logprob, node] = cache_.score(p.lm_node, word);
-      p.lm_score += weight * logprob + bonus;
+      p.lm_score += weight_ * logprob + bonus_;
       p.lm_node = node;
       return true;
     }
     if (c == opt_.space) return p.word_node == 0 || end_word(p);
     p.word_node = p.word_node >= 0 ? lm_->trie_child(p.word_node, c) : -1;
     if (p.word_node < 0 && opt_.lexicon_only) return false;
-    p.lookahead = p.word_node >= 0 ? weight * lm_->node_smear[p.word_node]
-                                   : weight * cache_.score(0, lm_->unk_word).first + static_cast<float>(opt_.oov_penalty);
+    p.lookahead = p.word_node >= 0 ? weight_ * lm_->node_smear[p.word_node]
+                                   : weight_ * cache_.score(0, lm_->unk_word).first + static_cast<float>(opt_.oov_penalty);
     return true;
   }
 
@@ -324,8 +323,7 @@ class Search {
     const int32_t word = p.word_node >= 0 ? lm_->node_word[p.word_node] : -1;
     if (word < 0 && opt_.lexicon_only && !last) return false;
     const auto [logprob, node] = cache_.score(p.lm_node, word >= 0 ? word : lm_->unk_word);
-    p.lm_score += static_cast<float>(opt_.lm_weight) * logprob + static_cast<float>(opt_.insertion_bonus) +
-                  (word >= 0 ? 0.0f : static_cast<float>(opt_.oov_penalty));
+    p.lm_score += weight_ * logprob + bonus_ + (word >= 0 ? 0.0f : static_cast<float>(opt_.oov_penalty));
     p.lm_node = node;
     p.word_node = 0;
     p.lookahead = 0.0f;
@@ -336,11 +334,10 @@ class Search {
   std::vector<Hypothesis> finish(const std::vector<Hyp>& beam) {
     std::vector<std::tuple<float, float, int32_t>> finals;  // (score, acoustic, prefix)
     for (const Hyp& h : beam) {
-      Prefix p = prefixes_[h.prefix];
-      if (p.pending) resolve(p);
+      Prefix p = prefixes_[h.prefix];  // pruning left every prefix of the beam scored
       if (lm_ != nullptr) {
         if (lm_->mode == 2 && p.word_node != 0) end_word(p, /*last=*/true);
-        p.lm_score += static_cast<float>(opt_.lm_weight) * cache_.score(p.lm_node, lm_->end_word).first;
+        p.lm_score += weight_ * cache_.score(p.lm_node, lm_->end_word).first;
       }
       const float acoustic = log_add(h.pb, h.pnb);
       finals.emplace_back(acoustic + p.lm_score, acoustic, h.prefix);

@@ -166,7 +166,7 @@ at::Tensor gru_infer_int8_cpu(const at::Tensor& gates_x, const at::Tensor& packe
   const int64_t T = gates_x.size(0), B = gates_x.size(1), Kp = Kg * kGroup, Np = Nb * kLanes;
   const int64_t rows = (B + kRows - 1) / kRows * kRows;
   at::Tensor out = at::empty({T, B, H}, gates_x.options());
-  std::vector<float> h(B * H, 0.0f), g(B * 3 * H), h_scale(B);
+  std::vector<float> h(B * H, 0.0f), g(3 * H), h_scale(B);
   std::vector<int8_t> q(rows * Kp, 0);
   std::vector<int32_t> acc(rows * Np), sums(B);
   const float* gx = gates_x.data_ptr<float>();
@@ -187,9 +187,8 @@ at::Tensor gru_infer_int8_cpu(const at::Tensor& gates_x, const at::Tensor& packe
       int8_product_plain(w, q.data(), acc.data(), rows, Kg, Nb);
     for (int64_t row = 0; row < B; ++row) {
       const int64_t cell = s * B + row;
-      float* gr = g.data() + row * 3 * H;
-      dequantize_row(acc.data() + row * Np, sums[row], h_scale[row], scale, gr, 3 * H);
-      gru_row(gx + cell * 3 * H, gr, bias, mask[cell], h.data() + row * H, op + cell * H, H);
+      dequantize_row(acc.data() + row * Np, sums[row], h_scale[row], scale, g.data(), 3 * H);
+      gru_row(gx + cell * 3 * H, g.data(), bias, mask[cell], h.data() + row * H, op + cell * H, H);
     }
   }
   return out;

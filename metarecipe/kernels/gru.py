@@ -138,7 +138,7 @@ def _gru_int8_torch(gates_x, w_hh: Int8Recurrent, b_hh, valid, reverse):
     hidden = three_h // 3
     weight = w_hh.int8.float()
     h = gates_x.new_zeros(gates_x.shape[1], hidden)
-    out = torch.empty(steps, gates_x.shape[1], hidden)
+    out = gates_x.new_empty(steps, gates_x.shape[1], hidden)
     for s in (reversed(range(steps)) if reverse else range(steps)):
         top = h.abs().amax(1, keepdim=True)
         q = torch.round(h * torch.where(top > 0, 127 / top, 0))
