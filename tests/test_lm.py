@@ -183,7 +183,9 @@ def test_probabilities_follow_the_textbook_formula(order):
     model = NGramLM.train(sentences, order)
     prob, targets, discounts = textbook_kneser_ney(sentences, order)
     assert DISCOUNT_FALLBACK not in model.discounts
-    assert model.discounts == pytest.approx([d[1:] for d in discounts])
+    assert len(model.discounts) == len(discounts)
+    for ours, textbook in zip(model.discounts, discounts, strict=True):
+        assert ours == pytest.approx(textbook[1:])
     words = sorted(targets | {"<s>"})
     for history in itertools.chain.from_iterable(itertools.product(words, repeat=n) for n in range(order)):
         for word in targets:

@@ -8,9 +8,9 @@ if ! python -c "import torch, metarecipe._C" 2>/dev/null; then
     echo "path.sh: metarecipe is not installed; install it with: pip install --no-build-isolation -e <metarecipe checkout>" >&2
     exit 1
   fi
-  python -c "import torch" 2>/dev/null || pip install torch==2.13.0
+  python -c "import torch" 2>/dev/null || pip install -c "$root/constraints.txt" torch==2.13.0 setuptools
   echo "path.sh: installing metarecipe with its kernels (pip install --no-build-isolation -e $root, about a minute)" >&2
-  pip install --no-build-isolation -e "$root" >&2
+  pip install -c "$root/constraints.txt" --no-build-isolation -e "$root" >&2
 fi
 
 install_demo_tools() {  # install_demo_tools LANG...: espeak-ng and the fortunes the demo corpus speaks
