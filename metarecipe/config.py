@@ -4,11 +4,14 @@ A config file is a mapping whose keys are the dataclass's fields; a field that i
 nested mapping. Unknown keys and values of the wrong type are errors that name the file, the dotted key and
 what was expected; nothing is coerced silently (an int is accepted where a float is expected). Overrides
 use dotted keys (`model.d_model=128`) and YAML syntax for values. Files are read with yaml.safe_load.
+A dataclass checks the ranges of its own fields in __post_init__ (`require_at_least`, `require_positive`,
+`require`): a value out of range is a FieldError, reported with its dotted key (`train.steps: must be...`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -16,11 +19,41 @@ from typing import Any, TypeVar
 
 import yaml
 
+from metarecipe.errors import InputError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(InputError, ValueError):
+    """A config that cannot work; the message names the file (where there is one) and the dotted key."""
+
+
+class FieldError(ConfigError):
+    """A field's value out of its range, raised by a config dataclass's own check; `key` names the field."""
+
+    def __init__(self, key: str, reason: str):
+        super().__init__(f"{key}: {reason}")
+        self.key, self.reason = key, reason
+
+
+def require(condition: bool, key: str, reason: str) -> None:
+    """FieldError(key, reason) unless condition holds."""
+    if not condition:
+        raise FieldError(key, reason)
+
+
+def require_at_least(config, low: int, *names: str, prefix: str = "") -> None:
+    """FieldError unless every named field of config is at least low (`prefix`: put before the names)."""
+    for name in names:
+        value = getattr(config, name)
+        require(value >= low, prefix + name, f"must be at least {low}, got {value!r}")
+
+
+def require_positive(config, *names: str, prefix: str = "") -> None:
+    """FieldError unless every named field of config is a finite number above zero."""
+    for name in names:
+        value = getattr(config, name)
+        require(math.isfinite(value) and value > 0, prefix + name, f"must be above 0, got {value!r}")
 
 
 def _type_name(kind: Any) -> str:
@@ -80,6 +113,8 @@ def _build(cls: type[T], values: dict, where: str) -> T:
               for name, value in values.items()}
     try:
         return cls(**kwargs)
+    except FieldError as err:  # the dataclass's own range check
+        raise ConfigError(f"{where}.{err}" if where else str(err)) from None
     except (TypeError, ValueError) as err:  # a missing required field, or the dataclass's own validation
         raise ConfigError(f"{where or cls.__name__}: {err}") from err
 
@@ -102,26 +137,40 @@ def apply_override(values: dict, override: str) -> None:
     node[last] = value
 
 
-def load_config(cls: type[T], path=None, overrides: list[str] = ()) -> T:
-    """An instance of the dataclass cls from a YAML file (or only defaults) and overrides, checked."""
-    values: dict = {}
-    source = f"{path}" if path is not None else "config"
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except OSError as err:
-            raise ConfigError(f"{path}: cannot read ({err.strerror})") from err
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err})") from err
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: a config is a mapping of keys to values")
-        values = loaded or {}
-    for override in overrides:
-        apply_override(values, override)
+def read_yaml(path) -> dict:
+    """The mapping of a YAML config file (empty for an empty file); ConfigError naming the file otherwise."""
     try:
+        loaded = yaml.safe_load(Path(path).read_bytes().decode("utf-8"))
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror})") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 ({err.reason} at byte {err.start})") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: a config is a mapping of keys to values")
+    return loaded or {}
+
+
+def from_mapping(cls: type[T], values, source: str | None = None) -> T:
+    """An instance of the dataclass cls from a mapping already read (a model file's config, say), checked as a
+    config file is; ConfigError naming the key, after `source` (the file) when given."""
+    try:
+        if not isinstance(values, dict):
+            raise ConfigError(f"expected a mapping of {_type_name(cls)} fields, got {values!r}")
         return _build(cls, values, "")
     except ConfigError as err:
+        if source is None:
+            raise
         raise ConfigError(f"{source}: {err}") from None
+
+
+def load_config(cls: type[T], path=None, overrides: list[str] = ()) -> T:
+    """An instance of the dataclass cls from a YAML file (or only defaults) and overrides, checked."""
+    values = read_yaml(path) if path is not None else {}
+    for override in overrides:
+        apply_override(values, override)
+    return from_mapping(cls, values, None if path is None else str(path))
 
 
 def as_dict(config) -> dict:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from metarecipe.data.audio import AudioError, duration, read_audio
+from metarecipe.data.audio import AudioError, duration, file_duration, read_audio, read_audio_file
 
 
 def sine_file(path, rate=22050, seconds=1.5, freq=440.0, channels=2):
@@ -61,3 +61,35 @@ def test_cut_past_the_end_is_an_error(tmp_path):
     path = sine_file(tmp_path / "tone.wav", rate=16000, channels=1)
     with pytest.raises(AudioError, match="no samples in"):
         read_audio(str(path), start=2.0, end=3.0)
+
+
+@pytest.mark.parametrize("suffix", ["wav", "flac", "mp3"])
+def test_a_corrupt_file_that_exists_says_it_cannot_be_decoded_and_why(tmp_path, suffix):
+    whole = sine_file(tmp_path / f"tone.{suffix}").read_bytes()
+    garbage = np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes()
+    broken = file_with(tmp_path, f"broken.{suffix}", whole[:4] + garbage)
+    for read in (read_audio, read_audio_file, duration, file_duration):
+        with pytest.raises(AudioError) as err:
+            read(broken)
+        assert str(err.value).startswith(f"{broken}: cannot decode audio (")
+        assert "does not exist" not in str(err.value)
+
+
+def test_a_corrupt_mp3_is_not_reported_as_a_missing_file(tmp_path):
+    mp3 = sine_file(tmp_path / "tone.mp3").read_bytes()
+    truncated = file_with(tmp_path, "truncated.mp3", mp3[:200])
+    with pytest.raises(AudioError) as err:
+        file_duration(truncated)
+    assert str(err.value) == f"{truncated}: cannot decode audio (corrupt or truncated: no audio frames found)"
+
+
+def test_a_file_name_ending_in_a_pipe_is_read_as_a_file_and_never_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tone = sine_file(tmp_path / "tone.wav", rate=16000, channels=1)
+    named = tmp_path / "x.wav; touch PWNED |"
+    named.write_bytes(tone.read_bytes())
+    assert np.array_equal(read_audio_file(named), read_audio(str(tone)))
+    assert file_duration(str(named)) == pytest.approx(1.5)
+    with pytest.raises(AudioError, match="no such file"):
+        read_audio_file("touch PWNED |")
+    assert not (tmp_path / "PWNED").exists()

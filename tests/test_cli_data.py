@@ -26,13 +26,13 @@ def test_prepare_then_validate_common_voice(tmp_path):
     (dirs[0] / "utt2spk").write_text("bb22-x bb22\naa11-y aa11\n")
     broken = metarecipe("validate-data-dir", dirs[0])
     assert broken.returncode == 1
-    assert "FAILED" in broken.stdout and "utt2spk:2: 'aa11-y' is out of order" in broken.stdout
+    assert "FAILED" in broken.stderr and "utt2spk:2: 'aa11-y' is out of order" in broken.stderr
 
 
 def test_prepare_data_reports_a_release_that_is_not_one(tmp_path):
     (tmp_path / "empty").mkdir()
     result = metarecipe("prepare-data", "commonvoice", tmp_path / "empty", tmp_path / "out")
-    assert result.returncode == 1 and "no <lang>/*.tsv inside" in result.stdout
+    assert result.returncode == 1 and "no <lang>/*.tsv inside" in result.stderr
 
 
 PLUGIN = '''

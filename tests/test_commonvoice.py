@@ -117,7 +117,51 @@ def test_train_from_validated_leaves_out_dev_and_test_speakers_and_sentences(tmp
     assert read_data_dir(written["de/train"]).utterances == ["bb22-common_voice_de_train11"]
 
 
+def test_held_out_sentences_are_compared_after_normalisation_and_rows_name_validated_tsv(tmp_path):
+    root = make_release(tmp_path / "cv", "cv-9.0")
+    lang_dir, columns = root / "de", COLUMNS["cv-9.0"]
+    with open(lang_dir / "dev.tsv", "a") as dev:
+        dev.write(row(columns, "cc33", "common_voice_de_dev00.mp3", "Le catto dormi sur le sofa.") + "\n")
+    make_clip(lang_dir / "clips" / "sofa.mp3", seed=4)
+    validated = (lang_dir / "train.tsv").read_text().splitlines()
+    validated += [row(columns, "hh88", "sofa.mp3", "Le catto dormi sur le sofa!"),     # dev's, once normalised
+                  row(columns, "bb22", "common_voice_de_train11.mp3", SENTENCES[4]),  # duplicate of line 5
+                  row(columns, "ii99", "sofa.mp3", "Le catto dormi sur le tapis.")]
+    (lang_dir / "validated.tsv").write_text("\n".join(validated) + "\n")
+    written = get_corpus("commonvoice")(root, tmp_path / "data", splits=("train",), train_from_validated=True)
+    train = read_data_dir(written["de/train"])
+    assert "hh88-sofa" not in train.utt2spk and "ii99-sofa" in train.utt2spk
+    skipped = (written["de/train"] / "skipped.tsv").read_text().splitlines()
+    assert skipped == ["validated.tsv:7\tduplicate row"]
+
+
+@pytest.mark.parametrize("client, clip, reason", [
+    ("ee 55", "ok.mp3", "client_id 'ee 55' holds U+0020 (SPACE), whitespace: not usable as a speaker id"),
+    ("ee55", "my clip.mp3", "clip name 'my clip' holds U+0020 (SPACE), whitespace: not usable in an utterance id"),
+    ("ee\x0b55", "ok.mp3", "client_id 'ee\\x0b55' holds U+000B (a control character), a control or "
+                          "line-separator character: not usable as a speaker id"),
+    ("ee55", "new\u2028line.mp3", "clip name 'new\\u2028line' holds U+2028 (LINE SEPARATOR), a control or "
+                                  "line-separator character: not usable in an utterance id"),
+])
+def test_ids_with_whitespace_or_control_characters_are_skipped_and_the_dir_is_valid(tmp_path, client, clip, reason):
+    root = make_release(tmp_path / "cv", "cv-21.0")
+    make_clip(root / "de" / "clips" / clip, seed=3)
+    with open(root / "de" / "train.tsv", "a", encoding="utf-8", newline="\n") as train:
+        train.write(row(COLUMNS["cv-21.0"], client, clip, "Noch ein Satz.") + "\n")
+    written = get_corpus("commonvoice")(root, tmp_path / "data", splits=("train",))
+    assert len(read_data_dir(written["de/train"]).utterances) == 4
+    assert (written["de/train"] / "skipped.tsv").read_text(encoding="utf-8") == f"train.tsv:6\t{reason}\n"
+
+
+def test_a_split_with_nothing_usable_leaves_no_directory(tmp_path):
+    root = make_release(tmp_path / "cv", "cv-21.0")
+    (root / "de" / "test.tsv").write_text("\t".join(COLUMNS["cv-21.0"]) + "\n")
+    with pytest.raises(DataPrepError, match="test.tsv: no usable utterance"):
+        get_corpus("commonvoice")(root, tmp_path / "data")
+    assert not (tmp_path / "data").exists()
+
+
 def test_built_in_plug_ins_are_listed():
     assert {"commonvoice", "kaldi"} <= set(available_corpora())
-    with pytest.raises(ValueError, match="no corpus plug-in 'nope'; installed: "):
+    with pytest.raises(DataPrepError, match="no corpus plug-in 'nope'; installed: "):
         get_corpus("nope")

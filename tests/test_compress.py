@@ -18,7 +18,7 @@ from metarecipe.data.corpora import get_corpus
 from metarecipe.decode.decoder import best_texts, decode, log_probs_of
 from metarecipe.features import compute_feats
 from metarecipe.kernels.beam_search import BeamSearchOptions
-from metarecipe.kernels.compact import expected_shapes, load_compact, pack_bits, unpack_bits
+from metarecipe.kernels.compact import expected_shapes, load_compact, pack_bits, seal, unpack_bits
 from metarecipe.meta.adapt import AdaptConfig
 from metarecipe.meta.sampling import collate, load_pools
 from metarecipe.meta.tasks import task_losses
@@ -175,7 +175,7 @@ def test_exported_model_decodes_the_same_in_a_fresh_process_with_only_torch_and_
                            str(tmp_path / "feats.pt")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout)
-    assert all(m == "metarecipe" or m.startswith("metarecipe.kernels") or m == "metarecipe._C"
+    assert all(m in ("metarecipe", "metarecipe._C", "metarecipe.errors") or m.startswith("metarecipe.kernels")
                for m in found["modules"]), found["modules"]
     options = BeamSearchOptions(beam=4)
     assert found["texts"] == compact.recognize(feats, lengths, options)  # the model before export
@@ -196,7 +196,7 @@ def test_bad_input_fails_before_any_work(tmp_path):
     save_model(tmp_path / "ok.pt", small_model(), TOKENS)
     payload = torch.load(tmp_path / "ok.pt", weights_only=True)
     payload["params"]["gru1_bw_w_hh"] = torch.zeros(9, 24)
-    torch.save(payload, tmp_path / "shape.pt")
+    torch.save(seal(payload), tmp_path / "shape.pt")  # resealed: the shape check, not the hash, must catch it
     cases = [("tf.pt", {}, "transformer encoder layers are not supported"),
              ("pnn.pt", {}, "ProgressiveCTCModel .* cannot be compressed"),
              ("shape.pt", {}, r"parameter gru1_bw_w_hh should be \(8, 24\), found \(9, 24\)"),
@@ -205,7 +205,7 @@ def test_bad_input_fails_before_any_work(tmp_path):
              ("ok.pt", {"keep_units": 0.0}, r"keep_units must be in \(0, 1\]"),
              ("ok.pt", {"distill": 1.5}, r"distill: .* must lie in \[0, 1\], got 1.5"),
              ("ok.pt", {"finetune_data": str(tmp_path)}, "nothing is pruned"),
-             ("ok.pt", {"keep_units": 0.5, "finetune_data": str(tmp_path)}, "feats.scp: missing")]
+             ("ok.pt", {"keep_units": 0.5, "finetune_data": str(tmp_path)}, "wav.scp: missing")]
     for name, options, message in cases:
         with pytest.raises(ValueError, match=message):
             compress_model(tmp_path / name, out, CompressConfig(**options))
@@ -213,7 +213,7 @@ def test_bad_input_fails_before_any_work(tmp_path):
     export_compact(small_model(), TOKENS, tmp_path / "compact.pt")
     payload = torch.load(tmp_path / "compact.pt", weights_only=True)
     payload["tensors"]["head_weight"] = torch.zeros(15, len(TOKENS))
-    torch.save(payload, tmp_path / "bad_compact.pt")
+    torch.save(seal(payload), tmp_path / "bad_compact.pt")
     with pytest.raises(ValueError, match=r"bad_compact.pt: tensor head_weight should be \(16, 13\) for this "
                                          r"config, found \(15, 13\)"):
         load_compact(tmp_path / "bad_compact.pt")
@@ -250,7 +250,9 @@ def test_cli_prunes_fine_tunes_quantizes_and_decode_reads_the_result(data_dir, c
     assert len(log_probs_of(load_compact(out), utts)) == len(utts) == decoded["utterances"]
     capsys.readouterr()
     assert main(["compress", str(tmp / "adapted.pt"), str(tmp / "x.pt"), "--sparsity", "1"]) == 1
-    assert "sparsity must be in [0, 1), got 1" in capsys.readouterr().out and not (tmp / "x.pt").exists()
+    assert "sparsity must be in [0, 1), got 1" in capsys.readouterr().err and not (tmp / "x.pt").exists()
+    assert main(["compress", str(tmp / "adapted.pt"), str(tmp / "x.pt"), "--finetune-minutes", "-1"]) == 1
+    assert "--finetune-minutes: must be above 0, got -1.0" in capsys.readouterr().err and not (tmp / "x.pt").exists()
 
 
 @pytest.mark.parametrize("seed", [0, 1])

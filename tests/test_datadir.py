@@ -10,6 +10,7 @@ from metarecipe.data import (
     fix_data_dir,
     read_data_dir,
     subset_data_dir,
+    validate_data_dir,
     write_data_dir,
 )
 
@@ -96,11 +97,34 @@ def test_subset_and_combine_keep_tables_consistent(tmp_path):
 def test_segments_refer_to_recordings(tmp_path):
     data = DataDir(wav_scp={"rec1": "sox long.flac -t wav - |"},
                    text={"s1-a": "eins", "s1-b": "zwei"}, utt2spk={"s1-a": "s1", "s1-b": "s1"},
-                   segments={"s1-a": Segment("rec1", 0.0, 1.2), "s1-b": Segment("rec1", 1.2, -1)})
+                   segments={"s1-a": Segment("rec1", 0.0, 1.2), "s1-b": Segment("rec1", 1.2, 2.5)})
     write_data_dir(data, tmp_path)
-    assert read_data_dir(tmp_path).segments["s1-b"].end == -1
+    assert read_data_dir(tmp_path).segments["s1-b"].end == 2.5
+    data.segments["s1-b"].end = -1  # "to the end of the recording": validate_data_dir.sh refuses it
+    assert "'s1-b' spans [1.2, -1]" in " ".join(validate_data_dir(data))
     write(tmp_path, "segments", "s1-a rec1 0.0 1.2\ns1-b rec2 1.5 1.0\n")
     with pytest.raises(DataDirError) as err:
         read_data_dir(tmp_path)
     assert "refers to recording 'rec2' not in wav.scp" in str(err.value)
     assert "'s1-b' spans [1.5, 1.0]" in str(err.value)
+
+
+def test_fix_drops_what_kaldi_refuses_so_that_the_rest_writes():
+    data = small_dir()
+    data.text["spkA-u1"] = "l'eau\u00a0est là"  # a no-break space: utils/validate_text.pl refuses it
+    data.utt2dur["spkA-u2"] = float("nan")
+    fixed, dropped = fix_data_dir(data)
+    assert fixed.utterances == ["spkAx-u3"] and validate_data_dir(fixed) == []
+    assert "U+00A0 (NO-BREAK SPACE)" in dropped["spkA-u1"] and "duration nan" in dropped["spkA-u2"]
+
+
+def test_many_broken_lines_are_counted_after_the_first_twenty(tmp_path):
+    utts = [f"spk-u{i:03d}" for i in range(60)]
+    data = DataDir({u: f"/c/{u}.wav" for u in utts}, {u: "hallo" for u in utts}, {u: "spk" for u in utts})
+    write_data_dir(data, tmp_path)
+    write(tmp_path, "text", "".join(f"{u} hallo\r\n" for u in utts))
+    with pytest.raises(DataDirError) as err:
+        read_data_dir(tmp_path)
+    lines = str(err.value).splitlines()
+    assert lines[0] == f"{tmp_path / 'text'}:1: holds a carriage return (CR or CRLF line end)"
+    assert f"{tmp_path / 'text'}: 40 more problem(s) like these" in lines and len(lines) < 25

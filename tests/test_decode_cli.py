@@ -83,7 +83,7 @@ def test_greedy_decode_and_bad_inputs(setup, capsys):
     assert main(["decode", str(tmp / "model.pt"), str(data), str(tmp / "greedy"), "--greedy"]) == 0
     assert len(read_table(tmp / "greedy" / "hyp")) == len(read_data_dir(data).text)
     assert main(["decode", str(tmp / "missing.pt"), str(data), str(tmp / "x")]) == 1
-    assert "missing.pt" in capsys.readouterr().out
+    assert "missing.pt: not a readable model file" in capsys.readouterr().err
     (tmp / "bad.arpa").write_text("\\data\\\nngram 1=x\n", encoding="utf-8")
     assert main(["decode", str(tmp / "model.pt"), str(data), str(tmp / "x"), "--lm", str(tmp / "bad.arpa")]) == 1
-    assert "bad.arpa" in capsys.readouterr().out
+    assert "bad.arpa" in capsys.readouterr().err

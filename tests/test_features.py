@@ -1,6 +1,7 @@
 """Features: Kaldi fbank, CMVN statistics, parallel extraction to ark/scp that kaldiio reads back, resume."""
 
 import importlib.util
+from pathlib import Path
 
 import kaldiio
 import numpy as np
@@ -9,6 +10,8 @@ from test_commonvoice import make_release
 
 from metarecipe.data import read_data_dir
 from metarecipe.data.corpora import get_corpus
+from metarecipe.data.datadir import read_key_values
+from metarecipe.errors import InputError
 from metarecipe.features import FbankConfig, apply_cmvn, compute_cmvn, compute_fbank, compute_feats
 
 
@@ -74,15 +77,76 @@ def test_rerun_skips_finished_jobs_and_redoes_the_rest_identically(data_dir):
     assert compute_feats(data_dir, nj=2, progress=False)["jobs_run"] == 0
 
 
-def test_unreadable_audio_is_skipped_listed_and_dropped(data_dir):
+SOURCE_TABLES = ("text", "wav.scp", "utt2spk", "spk2utt", "utt2dur", "utt2lang", "skipped.tsv")
+
+
+def test_unreadable_audio_is_listed_source_tables_stay_and_restored_audio_comes_back(data_dir):
     data = read_data_dir(data_dir)
     broken = data.utterances[1]
-    with open(data.wav_scp[broken], "r+b") as f:
-        f.write(b"\0" * 4096)
+    clip = Path(data.wav_scp[broken])
+    audio = clip.read_bytes()
+    sources = {name: (data_dir / name).read_bytes() for name in SOURCE_TABLES if (data_dir / name).exists()}
+    assert {"text", "wav.scp", "utt2spk", "spk2utt"} <= set(sources)
+    clip.write_bytes(b"\0" * 4096 + audio[4096:])  # corrupt, as a damaged download
     summary = compute_feats(data_dir, nj=2, config=FbankConfig(), progress=False)
     assert summary["skipped"] == 1 and summary["utterances"] == 3
-    assert (data_dir / "fbank" / "skipped.tsv").read_text().startswith(broken + "\t")
-    assert broken not in read_data_dir(data_dir).utterances
+    assert {name: (data_dir / name).read_bytes() for name in sources} == sources  # byte-identical
+    report = (data_dir / "feats_skipped.tsv").read_text()
+    assert report.startswith(broken + "\t") and report.count("\n") == 1 and str(clip) in report
+    assert (data_dir / "fbank" / "skipped.tsv").read_text() == report
+    assert broken not in scp_keys(data_dir / "feats.scp") and broken not in scp_keys(data_dir / "utt2num_frames")
+    assert scp_keys(data_dir / "cmvn.scp") == ["aa11", "bb22"]  # aa11 keeps its other utterance
+    aa11 = [m for u, m in kaldiio.load_scp(str(data_dir / "feats.scp")).items() if u.startswith("aa11")]
+    assert np.allclose(kaldiio.load_mat(read_key_values(data_dir / "cmvn.scp")["aa11"]), compute_cmvn(aa11))
+    # a re-run tries the skipped utterance again (its job only) and keeps it skipped: the record stays
+    assert compute_feats(data_dir, nj=2, progress=False)["jobs_run"] == 1
+    assert (data_dir / "feats_skipped.tsv").read_text() == report
+    clip.write_bytes(audio)
+    summary = compute_feats(data_dir, nj=2, progress=False)
+    assert summary["skipped"] == 0 and summary["utterances"] == 4 and summary["jobs_run"] == 1
+    assert scp_keys(data_dir / "feats.scp") == data.utterances
+    assert (data_dir / "feats_skipped.tsv").read_text() == ""
+    assert {name: (data_dir / name).read_bytes() for name in sources} == sources
+
+
+def test_a_truncated_or_overwritten_ark_is_redone_by_a_rerun(data_dir):
+    compute_feats(data_dir, nj=2, progress=False)
+    before = dict(kaldiio.load_scp(str(data_dir / "feats.scp")))
+    ark = data_dir / "fbank" / "raw_fbank.1.ark"
+    ark.write_bytes(ark.read_bytes()[:-1000])  # as a full disk leaves it
+    assert compute_feats(data_dir, nj=2, progress=False)["jobs_run"] == 1
+    after = dict(kaldiio.load_scp(str(data_dir / "feats.scp")))
+    assert sorted(after) == sorted(before) and all(np.array_equal(after[u], before[u]) for u in before)
+    content = bytearray(ark.read_bytes())
+    content[-100:] = bytes(100)  # same size, other bytes
+    ark.write_bytes(bytes(content))
+    assert compute_feats(data_dir, nj=2, progress=False)["jobs_run"] == 1
+    assert all(np.array_equal(m, before[u]) for u, m in kaldiio.load_scp(str(data_dir / "feats.scp")).items())
+
+
+def test_a_job_whose_audio_or_settings_changed_is_redone(data_dir):
+    compute_feats(data_dir, nj=2, progress=False)
+    data = read_data_dir(data_dir)
+    first, last = data.utterances[0], data.utterances[-1]
+    wav_scp = (data_dir / "wav.scp").read_text()
+    (data_dir / "wav.scp").write_text(wav_scp.replace(data.wav_scp[last], data.wav_scp[first]))  # same count
+    assert compute_feats(data_dir, nj=2, progress=False)["jobs_run"] == 1
+    feats = dict(kaldiio.load_scp(str(data_dir / "feats.scp")))
+    assert np.array_equal(feats[last], feats[first])
+    assert compute_feats(data_dir, nj=2, config=FbankConfig(num_mel_bins=40), progress=False)["jobs_run"] == 2
+    assert kaldiio.load_mat(read_key_values(data_dir / "feats.scp")[first]).shape[1] == 40
+
+
+def test_a_dir_without_utterances_is_an_error_before_anything_is_written(tmp_path):
+    for name in ("wav.scp", "text", "utt2spk", "spk2utt"):
+        (tmp_path / name).write_text("")
+    with pytest.raises(InputError, match=str(tmp_path)):
+        compute_feats(tmp_path, nj=1, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spk2utt", "text", "utt2spk", "wav.scp"]
+
+
+def scp_keys(path):
+    return [line.split()[0] for line in path.read_text().splitlines()]
 
 
 def test_global_cmvn_sums_the_speakers(data_dir):

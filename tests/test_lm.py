@@ -2,9 +2,11 @@
 round-trip and score the same in KenLM; hand-written and broken ARPA files; the train-lm command."""
 
 import functools
+import gzip
 import itertools
 import math
 import random
+import re
 from collections import Counter, defaultdict
 from fractions import Fraction
 from pathlib import Path
@@ -292,6 +294,22 @@ def test_a_malformed_arpa_is_an_error_naming_the_line(tmp_path, old, new, line, 
     assert str(raised.value).startswith(f"{path}:{line}: ") and message in str(raised.value)
 
 
+@pytest.mark.parametrize("name", ["latin1.arpa", "latin1.arpa.gz"])
+def test_a_non_utf8_arpa_is_an_error_naming_the_file_and_line(tmp_path, name):
+    content = KENLM_STYLE.replace("-0.7 b", "-0.7 caf\xe9").encode("latin-1")
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(content) if name.endswith(".gz") else content)
+    with pytest.raises(ArpaError, match=f"^{re.escape(str(path))}:13: not UTF-8"):
+        NGramLM.read_arpa(path)
+
+
+def test_an_unreadable_arpa_is_an_error_naming_the_file(tmp_path):
+    (tmp_path / "broken.arpa.gz").write_bytes(b"not gzip")
+    for path in (tmp_path / "missing.arpa", tmp_path / "broken.arpa.gz"):
+        with pytest.raises(ArpaError, match=f"^{re.escape(str(path))}: cannot read"):
+            NGramLM.read_arpa(path)
+
+
 def test_kenlm_in_flashlight_scores_our_arpa_the_same(tmp_path):
     kenlm_module = pytest.importorskip("flashlight.lib.text.decoder.kenlm")
     dictionary = pytest.importorskip("flashlight.lib.text.dictionary")
@@ -331,6 +349,6 @@ def test_train_lm_command(tmp_path, capsys):
 
     text.write_text("utt1 der hund\n\nutt3 die katze\n", encoding="utf-8")
     assert main(common) == 1
-    assert f"{text}:2: an empty line" in capsys.readouterr().out
+    assert f"{text}:2: an empty line" in capsys.readouterr().err
     assert main(["train-lm", "--text", str(tmp_path / "missing"), "--out", str(out)]) == 1
-    assert "missing" in capsys.readouterr().out
+    assert f"{tmp_path / 'missing'}: cannot read" in capsys.readouterr().err

@@ -77,7 +77,7 @@ def test_an_experiment_dir_holds_config_command_versions_metrics_and_model(data,
     assert len((exp / "metrics.jsonl").read_text().splitlines()) == 15
     capsys.readouterr()
     assert main(arguments(data, exp, steps=14) + ["train.meta_lr=0.02"]) == 1
-    assert "holds a run with another config" in capsys.readouterr().out
+    assert "holds a run with another config" in capsys.readouterr().err
 
 
 def newest_checkpoint(exp_dir) -> int:
@@ -130,10 +130,10 @@ def test_bad_configs_fail_before_any_work_and_write_nothing(data, tmp_path, caps
     start = time.perf_counter()
     assert main(arguments(data, exp) + change) == 1
     seconds = time.perf_counter() - start
-    out = capsys.readouterr().out
-    assert message in out, out
+    err = capsys.readouterr().err
+    assert message in err, err
     assert not exp.exists()
-    print(f"failed in {seconds:.2f} s: {out.strip()}")
+    print(f"failed in {seconds:.2f} s: {err.strip()}")
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +160,8 @@ def test_adapt_uses_the_meta_learners_rule_and_writes_the_adapted_model(data, me
 
 
 @pytest.mark.parametrize("change, message", [
-    (["adapt.minutes=500"], "adapt.minutes: a budget of 500 min exceeds the 0.04 min of training data"),
+    (["adapt.minutes=500"], "adapt.minutes: adaptation budget of 500 min exceeds the 0.04 min of target training"),
+    (["adapt.minutes=0.001"], "adapt.minutes: a budget of 0.001 min holds 1 utterance(s): too few to adapt"),
     (["rule=fast"], "rule: must be one of ['sgd', 'head', 'metasgd', 'pnn'], got 'fast'"),
     (["scratch=true", "rule=metasgd"], "rule: scratch training uses sgd, got 'metasgd'"),
     pytest.param(["device=cuda:0"], "device: 'cuda:0' needs a GPU but none is visible",
@@ -176,10 +177,10 @@ def test_adapt_errors_come_first_and_write_nothing(data, meta_trained, tmp_path,
     start = time.perf_counter()
     assert main(args + change) == 1
     seconds = time.perf_counter() - start
-    out = capsys.readouterr().out
-    assert message in out, out
+    err = capsys.readouterr().err
+    assert message in err, err
     assert not exp.exists()
-    print(f"failed in {seconds:.2f} s: {out.strip()}")
+    print(f"failed in {seconds:.2f} s: {err.strip()}")
 
 
 @pytest.mark.parametrize("change, rule", [(["rule=pnn"], "pnn"), (["scratch=true"], "sgd")])

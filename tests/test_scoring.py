@@ -232,17 +232,17 @@ def test_cli_names_the_file_and_line_of_bad_input(tmp_path, capsys):
     duplicated = tmp_path / "hyp"
     duplicated.write_text("u1 the cat\nu2 a\nu1 sat\n", encoding="utf-8")
     assert main(["score", "--ref", ref, "--hyp", str(duplicated)]) == 1
-    assert capsys.readouterr().out == f"metarecipe score: {duplicated}:3: duplicate utterance id 'u1' " \
+    assert capsys.readouterr().err == f"metarecipe score: {duplicated}:3: duplicate utterance id 'u1' " \
                                       "(first on line 1)\n"
     duplicated.write_text("u1 the cat\n  u2 a\n", encoding="utf-8")
     assert main(["score", "--ref", ref, "--hyp", str(duplicated)]) == 1
-    assert f"{duplicated}:2: no utterance id" in capsys.readouterr().out
+    assert f"{duplicated}:2: no utterance id" in capsys.readouterr().err
     assert main(["score", "--ref", ref, "--hyp", str(tmp_path / "absent")]) == 1
-    assert f"{tmp_path / 'absent'}: No such file or directory" in capsys.readouterr().out
+    assert f"{tmp_path / 'absent'}: No such file or directory" in capsys.readouterr().err
     assert main(["score", "--ref", ref, "--hyp", str(tmp_path)]) == 1
-    assert f"{tmp_path}: Is a directory" in capsys.readouterr().out
+    assert f"{tmp_path}: Is a directory" in capsys.readouterr().err
     assert main(["score", "--ref", ref, "--hyp", write_table(tmp_path / "h", HYPS), "--mode", "strict"]) == 1
-    assert "no hypothesis for utterance 'u3'" in capsys.readouterr().out
+    assert "no hypothesis for utterance 'u3'" in capsys.readouterr().err
 
 
 def test_per_utt_file_is_replaced_whole(tmp_path):

@@ -55,4 +55,4 @@ def test_cli_writes_a_valid_directory(tmp_path):
     assert len(read_data_dir(tmp_path / "dst").utterances) == 3
     bad = subprocess.run([sys.executable, "-m", "metarecipe", "speed-perturb", tmp_path / "src", tmp_path / "x",
                           "--factors", "3"], capture_output=True, text=True)
-    assert bad.returncode == 1 and "speed factor must lie in [0.5, 2]" in bad.stdout
+    assert bad.returncode == 1 and "speed factor must lie in [0.5, 2]" in bad.stderr

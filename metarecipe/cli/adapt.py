@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from metarecipe.config import ConfigError, load_config
-from metarecipe.data.datadir import DataDirError
+from metarecipe.config import load_config
 from metarecipe.meta.adapt_experiment import AdaptExperiment, run_adaptation
 
 
@@ -22,12 +21,8 @@ def add_parser(sub, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(AdaptExperiment, args.config, args.overrides)
-        result = run_adaptation(config, args.exp_dir, ["metarecipe", *args.argv])
-    except (ConfigError, DataDirError) as err:
-        print(f"metarecipe adapt: {err}")
-        return 1
+    config = load_config(AdaptExperiment, args.config, args.overrides)
+    result = run_adaptation(config, args.exp_dir, ["metarecipe", *args.argv])
     step, loss = result.history[-1]
     print(f"{args.exp_dir}: adapted on {result.train_seconds / 60:.2f} min ({result.held_out_seconds / 60:.2f} min "
           f"held out), {step} steps, best held-out loss {min(loss for _, loss in result.history):.3f}")

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from metarecipe.checkpoints import write_atomic
 from metarecipe.compress.pipeline import CompressConfig, compress_model
-from metarecipe.config import ConfigError
-from metarecipe.data.datadir import DataDirError
+from metarecipe.config import ConfigError, FieldError
 from metarecipe.meta.adapt import AdaptConfig
+
+FINETUNE_OPTIONS = {"minutes": "--finetune-minutes", "max_steps": "--finetune-steps", "lr": "--finetune-lr"}
 
 
 def add_parser(sub, name: str) -> None:
@@ -43,17 +44,19 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--seed", type=int, default=defaults.seed)
 
 
-def run(args: argparse.Namespace) -> int:
-    finetune = AdaptConfig(minutes=args.finetune_minutes, lr=args.finetune_lr, max_steps=args.finetune_steps,
-                           seed=args.seed)
-    config = CompressConfig(keep_units=args.keep_units, keep_channels=args.keep_channels, sparsity=args.sparsity,
-                            int8=args.int8, finetune_data=args.finetune_data, finetune=finetune,
-                            distill=args.distill)
+def finetune_config(args: argparse.Namespace) -> AdaptConfig:
     try:
-        summary = compress_model(args.model, args.out, config)
-    except (ConfigError, DataDirError) as err:
-        print(f"metarecipe compress: {err}")
-        return 1
+        return AdaptConfig(minutes=args.finetune_minutes, lr=args.finetune_lr, max_steps=args.finetune_steps,
+                           seed=args.seed)
+    except FieldError as err:
+        raise ConfigError(f"{FINETUNE_OPTIONS[err.key]}: {err.reason}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    config = CompressConfig(keep_units=args.keep_units, keep_channels=args.keep_channels, sparsity=args.sparsity,
+                            int8=args.int8, finetune_data=args.finetune_data, finetune=finetune_config(args),
+                            distill=args.distill)
+    summary = compress_model(args.model, args.out, config)
     out = Path(args.out)
     write_atomic(out.with_name(out.stem + ".json"), (json.dumps(summary, indent=1) + "\n").encode())
     print(f"{args.model} -> {out}: {summary['nonzero_params']} nonzero parameters of {summary['params_before']}, "

@@ -10,15 +10,15 @@ from pathlib import Path
 import torch
 
 from metarecipe.checkpoints import write_atomic
-from metarecipe.config import ConfigError
-from metarecipe.data.datadir import DataDirError
 from metarecipe.decode.decoder import best_texts, decode, log_probs_of
 from metarecipe.decode.lm_tables import lm_tables
 from metarecipe.devices import resolve_device
+from metarecipe.errors import InputError
 from metarecipe.kernels.beam_search import BeamSearchOptions
 from metarecipe.kernels.compact import compact_from_payload, is_compact, read_weights_only
+from metarecipe.meta.experiment import check_feature_dim
 from metarecipe.meta.sampling import load_pools
-from metarecipe.models.checkpoint import model_from_payload
+from metarecipe.models.checkpoint import model_from_payload, token_table
 from metarecipe.text.lm import NGramLM
 from metarecipe.text.tokens import TokenTable
 
@@ -66,33 +66,51 @@ def write_text(path: Path, lines: list[str]) -> None:
     write_atomic(path, "".join(f"{line}\n" for line in lines).encode("utf-8"))
 
 
-def run(args: argparse.Namespace) -> int:
+def search_options(args: argparse.Namespace) -> BeamSearchOptions:
     try:
-        options = BeamSearchOptions(beam=args.beam, beam_threshold=args.beam_threshold,
-                                    token_threshold=args.token_threshold, token_beam=args.token_beam,
-                                    blank_skip=args.blank_skip, lm_weight=args.lm_weight,
-                                    insertion_bonus=args.insertion_bonus, oov_penalty=args.oov_penalty,
-                                    nbest=args.nbest,
-                                    lexicon_only=args.lexicon_only)
-        device = resolve_device(args.device, "--device")
-        if args.threads is not None:
-            if args.threads < 1:
-                raise ValueError(f"--threads must be at least 1, got {args.threads}")
-            torch.set_num_threads(args.threads)
-        payload = read_weights_only(args.model)
-        if is_compact(payload):
-            if device.type != "cpu":
-                raise ValueError(f"{args.model}: compact models run on the CPU, not on --device {args.device}")
-            model = compact_from_payload(payload, args.model)
-            tokens = TokenTable(model.tokens)
-        else:
-            model, tokens, _ = model_from_payload(payload, args.model)
-            model = model.to(device)
-        utts = [u for pool in load_pools([args.data_dir], tokens).values() for u in pool]
-        tables = lm_tables(NGramLM.read_arpa(args.lm), tokens, args.lm_unit) if args.lm and not args.greedy else None
-    except (ValueError, OSError, DataDirError, ConfigError) as err:
-        print(f"metarecipe decode: {err}")
-        return 1
+        return BeamSearchOptions(beam=args.beam, beam_threshold=args.beam_threshold,
+                                 token_threshold=args.token_threshold, token_beam=args.token_beam,
+                                 blank_skip=args.blank_skip, lm_weight=args.lm_weight,
+                                 insertion_bonus=args.insertion_bonus, oov_penalty=args.oov_penalty,
+                                 nbest=args.nbest, lexicon_only=args.lexicon_only)
+    except ValueError as err:  # the options' own range check
+        raise InputError(f"search options: {err}") from err
+
+
+def read_model(path: str, device: torch.device):
+    """(model, token table, its input feature dimensions) of a model file or a compact file."""
+    payload = read_weights_only(path)
+    if is_compact(payload):
+        if device.type != "cpu":
+            raise InputError(f"{path}: compact models run on the CPU, not on --device {device}")
+        model = compact_from_payload(payload, path)
+        return model, token_table(path, model.tokens), model.config["num_mel_bins"]
+    model, tokens, _ = model_from_payload(payload, path)
+    return model.to(device), tokens, model.config.num_mel_bins
+
+
+def read_lm(path: str, tokens: TokenTable, unit: str):
+    lm = NGramLM.read_arpa(path)
+    try:
+        return lm_tables(lm, tokens, unit)
+    except ValueError as err:  # an LM that does not fit the model's tokens
+        raise InputError(f"{path}: {err}") from err
+
+
+def run(args: argparse.Namespace) -> int:
+    options = search_options(args)
+    device = resolve_device(args.device, "--device")
+    for name in ("threads", "batch"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise InputError(f"--{name} must be at least 1, got {value}")
+    model, tokens, num_mel_bins = read_model(args.model, device)
+    pools = load_pools([args.data_dir], tokens, group_by=None)
+    check_feature_dim(pools, num_mel_bins, args.model)
+    utts = [u for pool in pools.values() for u in pool]
+    tables = read_lm(args.lm, tokens, args.lm_unit) if args.lm and not args.greedy else None
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

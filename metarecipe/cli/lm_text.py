@@ -7,7 +7,7 @@ from pathlib import Path
 
 from metarecipe.checkpoints import write_atomic
 from metarecipe.cli.score import read_table
-from metarecipe.data.corpora import DataPrepError
+from metarecipe.errors import InputError
 from metarecipe.text.normalize import normalize
 
 
@@ -25,21 +25,20 @@ def add_parser(sub, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        sentences = []
-        if args.demo:
-            from metarecipe.data.demo_corpus import require_tools
-            from metarecipe.data.demo_corpus import sentences as demo_sentences
+    sentences = []
+    if args.demo:
+        from metarecipe.data.demo_corpus import LANGUAGES, require_tools
+        from metarecipe.data.demo_corpus import sentences as demo_sentences
 
-            require_tools([args.lang])
-            sentences += demo_sentences(args.lang)
-        for path in args.kaldi_text:
-            sentences += read_table(path, need_value=False).values()
-        evaluation = [s for path in args.exclude for s in read_table(path, need_value=False).values()]
-        excluded = {normalize(s, args.lang) for s in evaluation}
-    except (ValueError, DataPrepError, KeyError) as err:
-        print(f"metarecipe lm-text: {err}")
-        return 1
+        if args.lang not in LANGUAGES:
+            raise InputError(f"--demo: the demo corpus has no language {args.lang!r} (it has "
+                             f"{', '.join(sorted(LANGUAGES))})")
+        require_tools([args.lang])
+        sentences += demo_sentences(args.lang)
+    for path in args.kaldi_text:
+        sentences += read_table(path, need_value=False).values()
+    evaluation = [s for path in args.exclude for s in read_table(path, need_value=False).values()]
+    excluded = {normalize(s, args.lang) for s in evaluation}
     kept, seen = [], set()
     for sentence in sentences:
         line = normalize(sentence, args.lang)
@@ -47,8 +46,7 @@ def run(args: argparse.Namespace) -> int:
             seen.add(line)
             kept.append(line)
     if not kept:
-        print(f"metarecipe lm-text: no sentences left for {args.lang}")
-        return 1
+        raise InputError(f"no sentences left for {args.lang} after normalisation and the exclusions")
     write_atomic(Path(args.out), "".join(f"{line}\n" for line in kept).encode("utf-8"))
     print(f"{args.out}: {len(kept)} sentences ({len(excluded)} evaluation sentences excluded)")
     return 0

@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from metarecipe.data import read_data_dir
-from metarecipe.data.datadir import DataDirError
 from metarecipe.text.tokens import TokenTable
 
 
@@ -20,11 +19,7 @@ def add_parser(sub, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        texts = [t for d in args.data_dirs for t in read_data_dir(d).text.values()]
-    except DataDirError as err:
-        print(f"metarecipe make-tokens: {err}")
-        return 1
+    texts = [t for d in args.data_dirs for t in read_data_dir(d).text.values()]
     tokens = TokenTable.from_texts(texts)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     tokens.write(args.out)

@@ -7,8 +7,7 @@ import os
 
 import torch.distributed as dist
 
-from metarecipe.config import ConfigError, load_config
-from metarecipe.data.datadir import DataDirError
+from metarecipe.config import load_config
 from metarecipe.devices import resolve_device
 from metarecipe.meta.experiment import MetaTrainExperiment, run_experiment
 
@@ -33,9 +32,6 @@ def run(args: argparse.Namespace) -> int:
         if distributed:
             dist.init_process_group("nccl" if resolve_device(config.device).type == "cuda" else "gloo")
         records = run_experiment(config, args.exp_dir, ["metarecipe", *args.argv])
-    except (ConfigError, DataDirError, FileNotFoundError) as err:
-        print(f"metarecipe meta-train: {err}")
-        return 1
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -1,11 +1,13 @@
-"""`metarecipe prepare-data CORPUS CORPUS_DIR OUT_DIR`: run a corpus plug-in, then summarise what it wrote."""
+"""`metarecipe prepare-data CORPUS CORPUS_DIR OUT_DIR`: run a corpus plug-in, then summarise what it wrote.
+Errors (DataPrepError, DataDirError, ...) propagate to metarecipe.cli.main, which prints them on stderr."""
 
 from __future__ import annotations
 
 import argparse
+import inspect
 
 from metarecipe.data.corpora import DataPrepError, available_corpora, get_corpus
-from metarecipe.data.datadir import DataDirError, read_data_dir
+from metarecipe.data.datadir import read_data_dir
 
 
 def add_parser(sub, name: str) -> None:
@@ -29,7 +31,7 @@ def plugin_options(args: argparse.Namespace) -> dict:
     for item in args.opt:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--opt wants KEY=VALUE, got '{item}'")
+            raise DataPrepError(f"--opt wants KEY=VALUE, got '{item}'")
         options[key.replace("-", "_")] = value
     if args.langs:
         options["langs"] = args.langs
@@ -40,13 +42,19 @@ def plugin_options(args: argparse.Namespace) -> dict:
     return options
 
 
-def run(args: argparse.Namespace) -> int:
+def check_options(prepare, corpus: str, options: dict) -> None:
+    """DataPrepError naming the plug-in when it does not take these options (before it writes anything)."""
     try:
-        prepare = get_corpus(args.corpus)
-        written = prepare(args.corpus_dir, args.out_dir, **plugin_options(args))
-    except (DataPrepError, DataDirError, ValueError) as err:
-        print(f"metarecipe prepare-data: {err}")
-        return 1
+        inspect.signature(prepare).bind("corpus_dir", "out_dir", **options)
+    except TypeError as err:
+        raise DataPrepError(f"corpus plug-in '{corpus}' does not take these options: {err}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    prepare = get_corpus(args.corpus)
+    options = plugin_options(args)
+    check_options(prepare, args.corpus, options)
+    written = prepare(args.corpus_dir, args.out_dir, **options)
     print(f"{'data dir':<40} {'utts':>7} {'spks':>6} {'hours':>7} {'skipped':>8}")
     for path in sorted(written.values()):
         data = read_data_dir(path)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from metarecipe.checkpoints import write_atomic
+from metarecipe.errors import InputError
 from metarecipe.report import collect, plot_cer, results_markdown
 
 
@@ -26,8 +27,7 @@ def add_parser(sub, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     rows = collect(args.root, args.decode_set)
     if not rows:
-        print(f"metarecipe report: no tagged scores.json under {args.root}")
-        return 1
+        raise InputError(f"{args.root}: no scores.json tagged with method, target and minutes")
     settings = dict(item.partition("=")[::2] for item in args.setting)
     text = results_markdown(rows, settings, args.methods, args.title)
     write_atomic(Path(args.out), text.encode("utf-8"))

@@ -15,6 +15,7 @@ from metarecipe.decode.scoring import (
     write_per_utt,
     write_summary,
 )
+from metarecipe.errors import InputError
 
 
 def add_parser(sub, name: str) -> None:
@@ -39,24 +40,24 @@ def add_parser(sub, name: str) -> None:
 
 
 def read_table(path: str, need_value: bool) -> dict[str, str]:
-    """`key value...` lines of a UTF-8 file as {key: rest of the line, stripped}; ValueError names file and line."""
+    """`key value...` lines of a UTF-8 file as {key: rest of the line, stripped}; InputError names file and line."""
     try:
         content = Path(path).read_bytes().decode("utf-8")
     except OSError as err:  # missing, unreadable, a directory
-        raise ValueError(f"{path}: {err.strerror}") from None
+        raise InputError(f"{path}: {err.strerror}") from None
     except UnicodeDecodeError as err:
         line = Path(path).read_bytes()[: err.start].count(b"\n") + 1
-        raise ValueError(f"{path}:{line}: not UTF-8 ({err.reason})") from None
+        raise InputError(f"{path}:{line}: not UTF-8 ({err.reason})") from None
     table: dict[str, str] = {}
     first_line: dict[str, int] = {}
     for number, line in enumerate(content.splitlines(), start=1):
         if not line.strip() or line[0].isspace():
-            raise ValueError(f"{path}:{number}: no utterance id at the start of the line")
+            raise InputError(f"{path}:{number}: no utterance id at the start of the line")
         key, *rest = line.split(maxsplit=1)
         if key in table:
-            raise ValueError(f"{path}:{number}: duplicate utterance id '{key}' (first on line {first_line[key]})")
+            raise InputError(f"{path}:{number}: duplicate utterance id '{key}' (first on line {first_line[key]})")
         if need_value and not rest:
-            raise ValueError(f"{path}:{number}: '{key}' has no value")
+            raise InputError(f"{path}:{number}: '{key}' has no value")
         table[key] = rest[0].strip() if rest else ""
         first_line[key] = number
     return table
@@ -65,20 +66,19 @@ def read_table(path: str, need_value: bool) -> dict[str, str]:
 def parse_tag(item: str) -> tuple[str, str]:
     key, sep, value = item.partition("=")
     if not sep or not key:
-        raise ValueError(f"--tag wants KEY=VALUE, got {item!r}")
+        raise InputError(f"--tag wants KEY=VALUE, got {item!r}")
     return key, value
 
 
 def run(args: argparse.Namespace) -> int:
+    tags = dict(parse_tag(t) for t in args.tag)
+    refs, hyps = read_table(args.ref, need_value=False), read_table(args.hyp, need_value=False)
+    groups = {name: read_table(path, need_value=True)
+              for name, path in (("spk", args.utt2spk), ("lang", args.utt2lang)) if path}
     try:
-        tags = dict(parse_tag(t) for t in args.tag)
-        refs, hyps = read_table(args.ref, need_value=False), read_table(args.hyp, need_value=False)
-        groups = {name: read_table(path, need_value=True)
-                  for name, path in (("spk", args.utt2spk), ("lang", args.utt2lang)) if path}
         reports = {unit: score(refs, hyps, unit, groups, args.mode) for unit in UNIT_NAMES}
-    except ValueError as err:
-        print(f"metarecipe score: {err}")
-        return 1
+    except ValueError as err:  # a missing hypothesis (--mode strict) or group entry
+        raise InputError(str(err)) from err
     if args.out_dir:
         out = Path(args.out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from metarecipe.data.datadir import DataDirError, read_data_dir, write_data_dir
+from metarecipe.data.datadir import read_data_dir, write_data_dir
 from metarecipe.data.perturb import speed_perturb
+from metarecipe.errors import InputError
 
 
 def add_parser(sub, name: str) -> None:
@@ -20,11 +21,11 @@ def add_parser(sub, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    source = read_data_dir(args.src)
     try:
-        data = speed_perturb(read_data_dir(args.src), args.factors, keep_original=not args.no_original)
-        write_data_dir(data, args.dst)
-    except (DataDirError, ValueError) as err:
-        print(f"metarecipe speed-perturb: {err}")
-        return 1
+        data = speed_perturb(source, args.factors, keep_original=not args.no_original)
+    except ValueError as err:  # a factor out of range (metarecipe.data.perturb raises a plain ValueError)
+        raise InputError(str(err)) from err
+    write_data_dir(data, args.dst)
     print(f"{args.dst}: {len(data.utterances)} utterances, {len(data.spk2utt)} speakers")
     return 0

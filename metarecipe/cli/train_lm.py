@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from metarecipe.text.lm import DISCOUNT_FALLBACK, UNITS, NGramLM, text_units
+from metarecipe.errors import InputError
+from metarecipe.text.lm import BOS, DISCOUNT_FALLBACK, EOS, UNITS, NGramLM, text_units
 from metarecipe.text.normalize import normalize
 
 DEFAULT_ORDER = {"word": 3, "char": 6}
@@ -30,18 +31,23 @@ def add_parser(sub, name: str) -> None:
 
 
 def read_sentences(path: str, unit: str, kaldi_text: bool = False, lang: str | None = None) -> tuple[list, int]:
-    """The non-empty sentences of a text file as lists of units, and the number of lines normalisation dropped."""
+    """The non-empty sentences of a text file as lists of units, and the number of lines normalisation dropped;
+    InputError naming the file (and line) of a problem."""
+    try:
+        lines = open(path, "rb")
+    except OSError as err:
+        raise InputError(f"{path}: cannot read ({err.strerror})") from err
     sentences, dropped = [], 0
-    with open(path, "rb") as lines:
+    with lines:
         for number, raw in enumerate(lines, 1):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                raise ValueError(f"{path}:{number}: not UTF-8 ({err.reason} at byte {err.start})") from None
+                raise InputError(f"{path}:{number}: not UTF-8 ({err.reason} at byte {err.start})") from None
             if kaldi_text:
                 fields = line.split(maxsplit=1)
                 if not fields:
-                    raise ValueError(f"{path}:{number}: an empty line, expected '<utterance-id> <transcript>'")
+                    raise InputError(f"{path}:{number}: an empty line, expected '<utterance-id> <transcript>'")
                 line = fields[1] if len(fields) == 2 else ""
             if lang is not None:
                 line = normalize(line, lang) if line.strip() else line
@@ -49,6 +55,9 @@ def read_sentences(path: str, unit: str, kaldi_text: bool = False, lang: str | N
                     dropped += 1
                     continue
             units = text_units(line, unit)
+            if BOS in units or EOS in units:
+                raise InputError(f"{path}:{number}: {BOS} and {EOS} are added around each sentence; the text may "
+                                 "not hold them")
             if units:
                 sentences.append(units)
     return sentences, dropped
@@ -63,29 +72,23 @@ def _describe(path: str, sentences: list, dropped: int, lang: str | None) -> str
 def run(args: argparse.Namespace) -> int:
     order = DEFAULT_ORDER[args.unit] if args.order is None else args.order
     if order < 1:
-        print(f"metarecipe train-lm: --order must be at least 1, got {order}")
-        return 1
-    try:
-        sentences, dropped = read_sentences(args.text, args.unit, args.kaldi_text, args.normalize)
-        if not sentences:
-            raise ValueError(f"{args.text}: no sentences to train on")
-        print(_describe(args.text, sentences, dropped, args.normalize))
-        start = time.perf_counter()
-        lm = NGramLM.train(sentences, order)
-        lm.write_arpa(args.out)
-        dev = read_sentences(args.dev, args.unit, args.kaldi_text, args.normalize) if args.dev else None
-    except (OSError, ValueError) as err:
-        print(f"metarecipe train-lm: {err}")
-        return 1
+        raise InputError(f"--order must be at least 1, got {order}")
+    sentences, dropped = read_sentences(args.text, args.unit, args.kaldi_text, args.normalize)
+    if not sentences:
+        raise InputError(f"{args.text}: no sentences to train on")
+    dev = read_sentences(args.dev, args.unit, args.kaldi_text, args.normalize) if args.dev else None
+    if dev is not None and not dev[0]:
+        raise InputError(f"{args.dev}: no sentences to measure perplexity on")
+    print(_describe(args.text, sentences, dropped, args.normalize))
+    start = time.perf_counter()
+    lm = NGramLM.train(sentences, order)
+    lm.write_arpa(args.out)
     print(f"{args.out}: order {order} {args.unit} LM, vocabulary {len(lm.vocab)}, trained and written in "
           f"{time.perf_counter() - start:.1f} s")
     for n, (table, discounts) in enumerate(zip(lm.ngrams, lm.discounts, strict=True), 1):
         note = " (fallback: degenerate counts)" if discounts == DISCOUNT_FALLBACK else ""
         print(f"  ngram {n}={len(table)}  discounts {' '.join(f'{d:.3f}' for d in discounts)}{note}")
     if dev is not None:
-        if not dev[0]:
-            print(f"metarecipe train-lm: {args.dev}: no sentences to measure perplexity on")
-            return 1
         print(_describe(args.dev, *dev, args.normalize))
         ppl, tokens, oov = lm.perplexity(dev[0])
         print(f"{args.dev}: perplexity {ppl:.2f} over {tokens} tokens (units and </s>), {oov} OOV scored as <unk>")

@@ -8,13 +8,14 @@ from __future__ import annotations
 import torch
 from torch.utils.weak import WeakTensorKeyDictionary
 
+from metarecipe.config import ConfigError
 from metarecipe.meta.tasks import TaskSet, ctc_task_losses
 
 
 def check_distill(weight: float) -> None:
-    """ValueError unless 0 <= weight <= 1."""
+    """ConfigError unless 0 <= weight <= 1."""
     if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"distill: the weight of the distillation term must lie in [0, 1], got {weight:g}")
+        raise ConfigError(f"distill: the weight of the distillation term must lie in [0, 1], got {weight:g}")
 
 
 def masked_kl(teacher: torch.Tensor, student: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

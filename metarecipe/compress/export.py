@@ -1,21 +1,22 @@
 """Export of a (pruned) model to one compact file for metarecipe.kernels.compact: float32 or int8 weights,
-sparse matrices stored as a bitmask and their nonzero values when that is smaller."""
+sparse matrices stored as a bitmask and their nonzero values when that is smaller. The file carries its content
+hash, as every model file (metarecipe.models.checkpoint.write_model_file)."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
-from pathlib import Path
 
 import torch
 
 from metarecipe.compress.quantize import is_quantized_weight, quantize_per_channel
+from metarecipe.errors import InputError
 from metarecipe.kernels.compact import CONFIG_KEYS, FORMAT, CompactCTCModel, pack_bits
+from metarecipe.models.checkpoint import write_model_file
 from metarecipe.models.ctc_model import BatchedCTCModel, ModelConfig
 from metarecipe.text.tokens import TokenTable
 
 
-class UnsupportedModel(ValueError):
+class UnsupportedModel(InputError, ValueError):
     """A model the compact runtime cannot run (a Transformer encoder, a progressive network)."""
 
 
@@ -68,9 +69,5 @@ def export_compact(model: BatchedCTCModel, tokens: TokenTable, path, int8: bool 
     """Writes the compact file (atomically) and returns the model it holds, as the runtime will run it."""
     payload = compact_payload(model, tokens, int8, info)
     compact = CompactCTCModel(payload["config"], payload["tokens"], payload["tensors"], payload["info"], path)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    write_model_file(path, payload)
     return compact

@@ -19,8 +19,7 @@ from metarecipe.kernels.compact import compact_from_payload, is_compact, read_we
 from metarecipe.meta.adapt import AdaptConfig, adapt
 from metarecipe.meta.adapt_experiment import target_pool
 from metarecipe.meta.tasks import task_losses
-from metarecipe.models.checkpoint import model_from_payload
-from metarecipe.text.tokens import TokenTable
+from metarecipe.models.checkpoint import model_from_payload, token_table
 
 
 @dataclass(frozen=True)
@@ -39,27 +38,25 @@ class CompressConfig:
 
 
 def _checked(model_path, config: CompressConfig):
-    """(model, tokens, info, fine-tuning pool or None) or ConfigError naming the file, option or number."""
-    try:
-        check_keep(config.keep_units, "keep_units")
-        check_keep(config.keep_channels, "keep_channels")
-        check_sparsity(config.sparsity)
-        check_distill(config.distill)
-        payload = read_weights_only(model_path)
-        if is_compact(payload):
-            compact = compact_from_payload(payload, model_path)
-            model, tokens, info = model_from_compact(compact), TokenTable(compact.tokens), compact.info
-        else:
-            model, tokens, info = model_from_payload(payload, model_path)
-            check_supported(model, model_path)
-    except (ValueError, OSError) as err:
-        raise ConfigError(str(err)) from err
+    """(model, tokens, info, fine-tuning pool or None), or an InputError naming the file, option or number."""
+    check_keep(config.keep_units, "keep_units")
+    check_keep(config.keep_channels, "keep_channels")
+    check_sparsity(config.sparsity)
+    check_distill(config.distill)
+    payload = read_weights_only(model_path)
+    if is_compact(payload):
+        compact = compact_from_payload(payload, model_path)
+        model, tokens, info = model_from_compact(compact), token_table(model_path, compact.tokens), compact.info
+    else:
+        model, tokens, info = model_from_payload(payload, model_path)
+        check_supported(model, model_path)
     pool = None
     if config.finetune_data is not None:
         if not config.prunes:
             raise ConfigError("finetune_data: fine-tuning follows pruning; nothing is pruned (keep_units = "
                               "keep_channels = 1, sparsity = 0)")
-        pool = target_pool(config.finetune_data, tokens, config.finetune.minutes, "finetune minutes")
+        pool = target_pool(config.finetune_data, tokens, config.finetune, model.config.num_mel_bins,
+                           "finetune.minutes")
     return model, tokens, info, pool
 
 

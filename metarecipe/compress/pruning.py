@@ -13,6 +13,7 @@ import dataclasses
 
 import torch
 
+from metarecipe.config import ConfigError
 from metarecipe.models.ctc_model import BatchedCTCModel
 
 
@@ -22,13 +23,15 @@ def weight_names(params) -> list[str]:
 
 
 def check_sparsity(sparsity: float) -> None:
+    """ConfigError unless 0 <= sparsity < 1."""
     if not 0.0 <= sparsity < 1.0:
-        raise ValueError(f"sparsity must be in [0, 1), got {sparsity:g}")
+        raise ConfigError(f"sparsity must be in [0, 1), got {sparsity:g}")
 
 
 def check_keep(keep: float, what: str) -> None:
+    """ConfigError unless 0 < keep <= 1."""
     if not 0.0 < keep <= 1.0:
-        raise ValueError(f"{what} must be in (0, 1], got {keep:g}")
+        raise ConfigError(f"{what} must be in (0, 1], got {keep:g}")
 
 
 def magnitude_masks(params: dict[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:

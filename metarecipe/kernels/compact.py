@@ -9,14 +9,19 @@ Tensor names and orientations are those of metarecipe.models.ctc_model (linear w
 a float32 tensor, or a dict: {"int8": (in, out) int8, "scale": (out,) float32} is a weight quantized per output
 channel (value = int8 * scale); {"mask": packed uint8 bits, "shape": [...], "values": the nonzero entries in
 row-major order} is a sparse tensor (unstructured pruning), its values float32, or int8 with a "scale" (out,).
-It loads with ``torch.load(weights_only=True)``. Int8 input products run on PyTorch's fbgemm/x86 dynamic
-quantized linear where that engine exists, else on the dequantized weights; int8 recurrent weights run the int8
-recurrence (kernels.gru.gru_inference_int8: the hidden state quantized per row each step, AVX-512 VNNI where
-the CPU has it).
+It loads with ``torch.load(weights_only=True)``. Every metarecipe model file (compact or training, and Meta-SGD's
+rates) also holds "sha256": the SHA-256 of its content (`payload_digest`), which `read_weights_only` recomputes;
+a file without it or whose content differs is a ModelFileError naming the file.
+
+Int8 input products run on PyTorch's fbgemm/x86 dynamic quantized linear where that engine exists, else on the
+dequantized weights; int8 recurrent weights run the int8 recurrence (kernels.gru.gru_inference_int8: the hidden
+state quantized per row each step, AVX-512 VNNI where the CPU has it).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import pickle
 import warnings
@@ -24,13 +29,19 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from metarecipe.errors import InputError
 from metarecipe.kernels.beam_search import BeamSearchOptions, LMTables, ctc_beam_search
 from metarecipe.kernels.conv import conv1_relu
 from metarecipe.kernels.gru import Int8Recurrent, gru_inference, gru_inference_int8
 
 FORMAT = "metarecipe-compact-ctc-1"
 CONFIG_KEYS = ("num_mel_bins", "conv_channels", "d_model", "gru_hidden", "gru_layers", "vocab_size")
+DIGEST_KEY = "sha256"
 _BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
+
+
+class ModelFileError(InputError, ValueError):
+    """A model file that cannot be read, is damaged or holds something else; the message names the file."""
 
 
 def expected_shapes(config: dict) -> dict[str, tuple[int, ...]]:
@@ -72,7 +83,7 @@ def _filled(entry, name: str) -> torch.Tensor:
         return entry["int8"]
     mask = unpack_bits(entry["mask"], entry["shape"])
     if entry["values"].numel() != int(mask.sum()):
-        raise ValueError(f"{name}: {entry['values'].numel()} stored values for {int(mask.sum())} nonzero positions")
+        raise ModelFileError(f"{name}: {entry['values'].numel()} stored values for {int(mask.sum())} nonzero positions")
     out = torch.zeros(mask.shape, dtype=entry["values"].dtype)
     out[mask] = entry["values"]
     return out
@@ -83,7 +94,7 @@ def dense(entry, name: str = "tensor") -> torch.Tensor:
     if isinstance(entry, torch.Tensor):
         return entry.float()
     if not isinstance(entry, dict) or not ({"int8", "mask"} & set(entry)):
-        raise ValueError(f"{name}: expected a tensor or an int8 or sparse entry, found {type(entry).__name__}")
+        raise ModelFileError(f"{name}: expected a tensor or an int8 or sparse entry, found {type(entry).__name__}")
     out = _filled(entry, name).float()
     return out * entry["scale"].float() if "scale" in entry else out
 
@@ -135,15 +146,15 @@ class CompactCTCModel:
 
     def __init__(self, config: dict, tokens: list[str], tensors: dict, info: dict | None = None,
                  source="model"):
-        """ValueError naming `source` and the tensor when config, tokens and tensors disagree."""
+        """ModelFileError naming `source` and the tensor when config, tokens and tensors disagree."""
         _check_config(config, tokens, source)
         self.config, self.tokens, self.info = dict(config), list(tokens), dict(info or {})
         self.values = {name: dense(entry, f"{source}: {name}") for name, entry in tensors.items()}
         for name, shape in expected_shapes(config).items():
             if name not in self.values:
-                raise ValueError(f"{source}: tensor {name} {shape} is missing")
+                raise ModelFileError(f"{source}: tensor {name} {shape} is missing")
             if tuple(self.values[name].shape) != shape:
-                raise ValueError(f"{source}: tensor {name} should be {shape} for this config, found "
+                raise ModelFileError(f"{source}: tensor {name} should be {shape} for this config, found "
                                  f"{tuple(self.values[name].shape)}")
         self.int8 = sorted(name for name, entry in tensors.items() if is_int8(entry))
         self.linears, self.recurrent = {}, {}
@@ -202,17 +213,69 @@ class CompactCTCModel:
 def _check_config(config: dict, tokens: list, source) -> None:
     missing = [key for key in CONFIG_KEYS if not isinstance(config.get(key), int)]
     if missing:
-        raise ValueError(f"{source}: config lacks integer {', '.join(missing)}")
+        raise ModelFileError(f"{source}: config lacks integer {', '.join(missing)}")
     if len(tokens) != config["vocab_size"]:
-        raise ValueError(f"{source}: {config['vocab_size']} outputs but {len(tokens)} tokens")
+        raise ModelFileError(f"{source}: {config['vocab_size']} outputs but {len(tokens)} tokens")
 
 
-def read_weights_only(path):
-    """The content of a torch file read with weights_only=True, or ValueError naming the file."""
+def _canonical(value, tensors: list[torch.Tensor]):
+    """value as JSON-able data, dict keys in sorted order, each tensor replaced by its dtype and shape (the
+    tensor itself appended to `tensors`, in that order); TypeError for anything a model file does not hold."""
+    if isinstance(value, torch.Tensor):
+        tensors.append(value)
+        return {"tensor": len(tensors) - 1, "dtype": str(value.dtype), "shape": list(value.shape)}
+    if isinstance(value, dict):
+        return {str(key): _canonical(value[key], tensors) for key in sorted(value, key=str)}
+    if isinstance(value, list | tuple):
+        return [_canonical(item, tensors) for item in value]
+    if value is None or isinstance(value, str | int | float):
+        return value
+    raise TypeError(f"a {type(value).__name__} value")
+
+
+def payload_digest(payload: dict) -> str:
+    """SHA-256 (hex) of a model file's content but its DIGEST_KEY: the canonical JSON of its structure and
+    non-tensor values (keys sorted; tensors as dtype and shape), then every tensor's bytes in that order."""
+    tensors: list[torch.Tensor] = []
+    skeleton = _canonical({k: v for k, v in payload.items() if k != DIGEST_KEY}, tensors)
+    digest = hashlib.sha256(json.dumps(skeleton, sort_keys=True, separators=(",", ":")).encode())
+    for tensor in tensors:
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def seal(payload: dict) -> dict:
+    """The payload with its content hash, as model files are written."""
+    return {**payload, DIGEST_KEY: payload_digest(payload)}
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"
+
+
+def read_weights_only(path, kind: str = "model file") -> dict:
+    """The content of a model file (torch.load with weights_only=True) whose content hash matches it, or
+    ModelFileError naming the file (`kind`: what the file should be, for that message)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
-        raise ValueError(f"{path}: not a readable model file ({err})") from err
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as err:
+        raise ModelFileError(f"{path}: not a readable {kind} ({err.strerror or _first_line(err)})") from err
+    except pickle.UnpicklingError as err:  # torch's text would advise weights_only=False: code from the file
+        raise ModelFileError(f"{path}: not a readable {kind} (not a torch file of tensors, numbers, strings, "
+                             "lists and dicts)") from err
+    except Exception as err:  # torch.load of arbitrary bytes fails in many ways; all mean the same here
+        raise ModelFileError(f"{path}: not a readable {kind} ({_first_line(err)})") from err
+    if not isinstance(payload, dict) or not isinstance(payload.get(DIGEST_KEY), str):
+        raise ModelFileError(f"{path}: not a metarecipe {kind}: it holds no content hash ({DIGEST_KEY}; files "
+                             "written before metarecipe stored one must be written again)")
+    try:
+        digest = payload_digest(payload)
+    except TypeError as err:
+        raise ModelFileError(f"{path}: not a metarecipe {kind}: it holds {err}") from err
+    if digest != payload[DIGEST_KEY]:
+        raise ModelFileError(f"{path}: damaged {kind}: its content does not match the SHA-256 stored in it")
+    return payload
 
 
 def is_compact(payload) -> bool:
@@ -221,11 +284,14 @@ def is_compact(payload) -> bool:
 
 
 def compact_from_payload(payload, path) -> CompactCTCModel:
-    """The compact model of a file's content (shapes checked against its config); ValueError naming path."""
+    """The compact model of a file's content (shapes checked against its config); ModelFileError naming path."""
     if not is_compact(payload):
-        raise ValueError(f"{path}: not a compact model file (format {FORMAT} expected)")
-    return CompactCTCModel(payload.get("config", {}), payload.get("tokens", []), payload.get("tensors", {}),
-                           payload.get("info", {}), path)
+        raise ModelFileError(f"{path}: not a compact model file (format {FORMAT} expected)")
+    malformed = [key for key, kind in (("config", dict), ("tokens", list), ("tensors", dict), ("info", dict))
+                 if not isinstance(payload.get(key), kind)]
+    if malformed:
+        raise ModelFileError(f"{path}: a compact model file without a well-formed {', '.join(malformed)}")
+    return CompactCTCModel(payload["config"], payload["tokens"], payload["tensors"], payload["info"], path)
 
 
 def load_compact(path) -> CompactCTCModel:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from metarecipe.config import ConfigError, require, require_at_least, require_positive
 from metarecipe.meta.sampling import Utterance, collate, draw_seconds
 from metarecipe.meta.tasks import task_losses
 
@@ -28,6 +29,11 @@ class AdaptConfig:
     patience: int = 4  # evaluations without improvement before stopping
     seed: int = 0
 
+    def __post_init__(self):
+        require_positive(self, "minutes", "lr")
+        require_at_least(self, 1, "max_steps", "batch_utts", "eval_every", "patience")
+        require(0 < self.held_out_share < 1, "held_out_share", f"must lie in (0, 1), got {self.held_out_share!r}")
+
 
 @dataclass
 class AdaptResult:
@@ -38,15 +44,16 @@ class AdaptResult:
 
 
 def budget_split(pool: list[Utterance], config: AdaptConfig, rng: np.random.Generator):
-    """(train, held-out) utterances drawn from `minutes` of the pool; ValueError if the pool is smaller."""
+    """(train, held-out) utterances drawn from `minutes` of the pool; ConfigError if the pool is smaller or the
+    budget holds too few utterances to split."""
     available = sum(u.seconds for u in pool) / 60
     if config.minutes > available:
-        raise ValueError(f"adaptation budget of {config.minutes:g} min exceeds the {available:.2f} min of target "
+        raise ConfigError(f"adaptation budget of {config.minutes:g} min exceeds the {available:.2f} min of target "
                          "training data")
     chosen = draw_seconds(pool, config.minutes * 60, rng)
     held = max(1, int(round(len(chosen) * config.held_out_share)))
     if len(chosen) - held < 1:
-        raise ValueError(f"a budget of {config.minutes:g} min holds {len(chosen)} utterance(s): too few to adapt")
+        raise ConfigError(f"a budget of {config.minutes:g} min holds {len(chosen)} utterance(s): too few to adapt")
     return chosen[held:], chosen[:held]
 
 

@@ -15,16 +15,18 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from metarecipe.checkpoints import write_atomic
 from metarecipe.config import ConfigError
 from metarecipe.devices import resolve_device
-from metarecipe.meta.adapt import AdaptConfig, AdaptResult, adapt
-from metarecipe.meta.experiment import prepare_exp_dir
+from metarecipe.errors import InputError
+from metarecipe.meta.adapt import AdaptConfig, AdaptResult, adapt, budget_split
+from metarecipe.meta.experiment import check_feature_dim, prepare_exp_dir
 from metarecipe.meta.sampling import load_pools
 from metarecipe.models import BatchedCTCModel, ProgressiveCTCModel
-from metarecipe.models.checkpoint import load_model, save_model
+from metarecipe.models.checkpoint import load_model, load_rates, save_model
 
 RULES = ("sgd", "head", "metasgd", "pnn")
 
@@ -39,21 +41,21 @@ class AdaptExperiment:
     device: str = "cpu"  # cpu, cuda, cuda:N or auto
 
 
-def target_pool(data: str, tokens, minutes: float, key: str = "adapt.minutes") -> list:
-    """The utterances of a target data dir, or ConfigError when it has no features, holds characters outside
-    the token table or fewer than `minutes` of speech (`key`: the option named in that error)."""
-    for needed in ("feats.scp", "utt2num_frames"):
-        if not (Path(data) / needed).exists():
-            raise ConfigError(f"{Path(data) / needed}: missing; run `metarecipe compute-feats {data}`")
-    pool = [u for utts in load_pools([data], tokens).values() for u in utts]
+def target_pool(data: str, tokens, config: AdaptConfig, num_mel_bins: int, key: str = "adapt.minutes") -> list:
+    """The utterances of a target data dir, or ConfigError when it has no features, features of another size
+    than the model's num_mel_bins, characters outside the token table, or a budget (`config.minutes`) it cannot
+    fill with a training and a held-out part (`key`: the option named in that error)."""
+    pools = load_pools([data], tokens, group_by=None)
+    check_feature_dim(pools, num_mel_bins, str(data))
+    pool = [u for utts in pools.values() for u in utts]
     unknown = next((u.utt for u in pool if tokens.ids["<unk>"] in u.targets), None)
     if unknown:
         raise ConfigError(f"{data}: utterance {unknown} has characters outside the model's token table "
                           f"({len(tokens)} tokens): use a model whose tokens cover the target language")
-    available = sum(u.seconds for u in pool) / 60
-    if minutes > available:
-        raise ConfigError(f"{key}: a budget of {minutes:g} min exceeds the {available:.2f} min of training data "
-                          f"in {data}")
+    try:
+        budget_split(pool, config, np.random.default_rng(config.seed))  # the split adapt will draw
+    except ConfigError as err:
+        raise ConfigError(f"{key}: {err} ({data})") from None
     return pool
 
 
@@ -64,9 +66,11 @@ def _checked_inputs(config: AdaptExperiment):
     device = resolve_device(config.device)
     try:
         model, tokens, info = load_model(config.model)
-    except (ValueError, OSError) as err:
+    except InputError as err:
         raise ConfigError(f"model: {err}") from err
     rule = "sgd" if config.scratch else config.rule or info.get("rule", "sgd")
+    if rule not in RULES:
+        raise ConfigError(f"model: {config.model} names an adaptation rule {rule!r}, not one of {list(RULES)}")
     if config.scratch and config.rule not in (None, "sgd"):
         raise ConfigError(f"rule: scratch training uses sgd, got {config.rule!r}")
     if config.scratch:
@@ -81,8 +85,8 @@ def _checked_inputs(config: AdaptExperiment):
         alphas_path = Path(config.model).with_name("alphas.pt")
         if not alphas_path.exists():
             raise ConfigError(f"rule: metasgd needs the meta-learned rates, {alphas_path} is missing")
-        alphas = torch.load(alphas_path, map_location="cpu", weights_only=True)
-    pool = target_pool(config.data, tokens, config.adapt.minutes)
+        alphas = load_rates(alphas_path, model)
+    pool = target_pool(config.data, tokens, config.adapt, model.config.num_mel_bins)
     model = model.to(device)
     alphas = {n: a.to(device) for n, a in alphas.items()} if alphas is not None else None
     return model, tokens, info, rule, alphas, pool

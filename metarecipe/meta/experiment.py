@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import importlib.util
-import io
 import json
 import os
 import shlex
@@ -23,19 +22,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 
 from metarecipe.checkpoints import CheckpointDir, write_atomic
-from metarecipe.config import ConfigError, as_dict, dump_yaml
+from metarecipe.config import ConfigError, as_dict, dump_yaml, read_yaml, require, require_at_least, require_positive
 from metarecipe.data import read_data_dir
 from metarecipe.devices import resolve_device
+from metarecipe.errors import InputError
 from metarecipe.meta.algorithms import ALGORITHMS, InnerLoop, make_algorithm
 from metarecipe.meta.distributed import TaskGroup
-from metarecipe.meta.sampling import STRATEGIES, load_pools
+from metarecipe.meta.sampling import Utterance, check_task_seconds, load_feats, load_pools
 from metarecipe.meta.trainer import MetaTrainConfig, meta_train
 from metarecipe.models import BatchedCTCModel, ModelConfig, ProgressiveCTCModel
-from metarecipe.models.checkpoint import load_model, save_model
+from metarecipe.models.checkpoint import load_model, save_model, save_rates
 from metarecipe.text.tokens import TokenTable
+
+MODEL_SIZES = ("num_mel_bins", "conv_channels", "d_model", "gru_hidden", "gru_layers", "transformer_layers",
+               "attention_heads", "feedforward_dim")
 
 
 @dataclass
@@ -59,16 +61,18 @@ class MetaTrainExperiment:
     tensorboard: bool = False  # also write TensorBoard events to exp_dir/tensorboard (pip install tensorboard)
     init: str | None = None  # a model file (same architecture and tokens) to start from, e.g. multilingual's
 
+    def __post_init__(self):
+        require(self.algorithm in ALGORITHMS, "algorithm", f"{self.algorithm!r} is not one of {sorted(ALGORITHMS)}")
+        require_at_least(self, 1, "checkpoint_every", "keep_checkpoints")
+
 
 def check(config: MetaTrainExperiment) -> None:
-    """ConfigError for every value that cannot work, before any data is read."""
-    if config.algorithm not in ALGORITHMS:
-        raise ConfigError(f"algorithm: {config.algorithm!r} is not one of {sorted(ALGORITHMS)}")
-    if config.train.strategy not in STRATEGIES:
-        raise ConfigError(f"train.strategy: must be one of {list(STRATEGIES)}, got {config.train.strategy!r}")
-    for name in ("checkpoint_every", "keep_checkpoints"):
-        if getattr(config, name) < 1:
-            raise ConfigError(f"{name}: must be at least 1, got {getattr(config, name)}")
+    """ConfigError for every value that cannot work, before any data is read (the dataclasses check their own
+    ranges; the model's sizes and the inner loop's rate and steps are checked here)."""
+    require_at_least(config.model, 0, "vocab_size", prefix="model.")
+    require_at_least(config.model, 1, *MODEL_SIZES, prefix="model.")
+    require_positive(config.inner, "lr", prefix="inner.")
+    require_at_least(config.inner, 1, "steps", prefix="inner.")
     resolve_device(config.device)
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("tensorboard: true needs the tensorboard package (pip install tensorboard)")
@@ -88,15 +92,33 @@ def token_table(config: MetaTrainExperiment) -> TokenTable:
 
 
 def load_data(config: MetaTrainExperiment, tokens: TokenTable):
-    """(source pools, held-out pools) by task; a task with a character outside the token table is an error."""
+    """(source pools, held-out pools) by task; a task with a character outside the token table, or too little
+    speech for the support and query sets of a meta-batch, is an error."""
     pools = load_pools(config.data.train, tokens, config.data.group_by)
+    if not pools:
+        raise ConfigError(f"data.train: no utterance with features in {', '.join(config.data.train)}")
     held_out = load_pools(config.data.held_out, tokens, config.data.group_by) if config.data.held_out else None
     unk = tokens.ids["<unk>"]
     for task, utts in {**pools, **(held_out or {})}.items():
         bad = next((u.utt for u in utts if unk in u.targets), None)
         if bad and config.data.tokens:
             raise ConfigError(f"task {task}: utterance {bad} has characters outside {config.data.tokens}")
+    for key, checked in (("data.train", pools), ("data.held_out", held_out or {})):
+        try:
+            check_task_seconds(checked, config.train.support_seconds, config.train.query_seconds)
+        except ConfigError as err:
+            raise ConfigError(f"{key}: {err}") from None
     return pools, held_out
+
+
+def check_feature_dim(pools: dict[str, list[Utterance]], num_mel_bins: int, key: str) -> None:
+    """ConfigError (naming `key`) when the features of the pools do not have num_mel_bins dimensions, the model's
+    input size."""
+    first = next((u for utts in pools.values() for u in utts), None)
+    dims = load_feats(first).shape[1] if first is not None else num_mel_bins
+    if dims != num_mel_bins:
+        raise ConfigError(f"{key}: the model takes {num_mel_bins} feature dimensions, but utterance {first.utt} "
+                          f"has {dims} ({first.feats})")
 
 
 def _versions() -> dict:
@@ -118,8 +140,9 @@ def _versions() -> dict:
 def _same_run(previous: dict, current: dict) -> bool:
     """Whether current continues previous: the same config but for the number of steps and TensorBoard."""
     def without_steps(config: dict) -> dict:
+        train = config.get("train", {})
         return {**{k: v for k, v in config.items() if k != "tensorboard"},
-                "train": {k: v for k, v in config.get("train", {}).items() if k != "steps"}}
+                "train": {k: v for k, v in train.items() if k != "steps"} if isinstance(train, dict) else train}
     return without_steps(previous) == without_steps(current)
 
 
@@ -127,7 +150,7 @@ def prepare_exp_dir(exp_dir: Path, config: MetaTrainExperiment, tokens: TokenTab
     """Writes config, command, versions and tokens; the same directory with another config is an error."""
     resolved = dump_yaml(config)
     previous = exp_dir / "config.yaml"
-    if previous.exists() and not _same_run(yaml.safe_load(previous.read_text(encoding="utf-8")), as_dict(config)):
+    if previous.exists() and not _same_run(read_yaml(previous), as_dict(config)):
         raise ConfigError(f"{exp_dir} holds a run with another config ({previous}); resume it with that config "
                           f"(train.steps may grow) or choose a new --exp-dir")
     exp_dir.mkdir(parents=True, exist_ok=True)
@@ -166,7 +189,7 @@ def initial_model(config: MetaTrainExperiment, tokens: TokenTable) -> BatchedCTC
         return model
     try:
         start, start_tokens, _ = load_model(config.init)
-    except (ValueError, OSError) as err:
+    except InputError as err:
         raise ConfigError(f"init: {err}") from err
     if not isinstance(start, BatchedCTCModel) or start.config != config.model:
         raise ConfigError(f"init: {config.init} has another architecture than model: ({start.config})")
@@ -188,6 +211,7 @@ def run_experiment(config: MetaTrainExperiment, exp_dir, argv: list[str]) -> lis
         raise ConfigError(f"model.vocab_size: {config.model.vocab_size} but the token table has {len(tokens)}")
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=len(tokens)))
     pools, held_out = load_data(config, tokens)
+    check_feature_dim({**pools, **(held_out or {})}, config.model.num_mel_bins, "model.num_mel_bins")
     torch.manual_seed(config.train.seed)
     model = initial_model(config, tokens).to(resolve_device(config.device))
     group = TaskGroup()
@@ -203,9 +227,7 @@ def run_experiment(config: MetaTrainExperiment, exp_dir, argv: list[str]) -> lis
         adaptation = algo.adaptation()
         rule = "pnn" if isinstance(adaptation.model, ProgressiveCTCModel) else adaptation.rule
         if adaptation.alphas is not None:
-            buffer = io.BytesIO()
-            torch.save({n: a.cpu() for n, a in adaptation.alphas.items()}, buffer)
-            write_atomic(exp_dir / "alphas.pt", buffer.getvalue())
+            save_rates(exp_dir / "alphas.pt", adaptation.alphas)
         steps = config.train.steps if algo.meta_trains else 0
         save_model(exp_dir / "final.pt", model, tokens, {"algorithm": config.algorithm, "steps": steps, "rule": rule})
         if algo.meta_trains:

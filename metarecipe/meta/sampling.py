@@ -7,6 +7,8 @@ and query sets are drawn by seconds of speech, disjoint within a task, and padde
 from __future__ import annotations
 
 import functools
+import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,13 +16,16 @@ import kaldiio
 import numpy as np
 import torch
 
-from metarecipe.data.datadir import read_data_dir, read_key_values
+from metarecipe.config import ConfigError
+from metarecipe.data.datadir import SKIPPED_FEATURES, DataDir, DataDirError, read_data_dir, read_key_values
 from metarecipe.features.cmvn import apply_cmvn
+from metarecipe.features.tables import FeatureError, read_feature_tables
 from metarecipe.meta.tasks import MetaBatch, TaskSet
 from metarecipe.text.tokens import TokenTable
 
 STRATEGIES = ("uniform", "proportional", "temperature")
 FRAME_SHIFT = 0.01  # seconds per feature frame
+SINGLE_POOL = "all"  # the name of the one pool of load_pools(..., group_by=None)
 
 
 @dataclass
@@ -36,23 +41,71 @@ class Utterance:
         return self.frames * FRAME_SHIFT
 
 
-def load_pools(data_dirs, tokens: TokenTable, group_by: str = "lang") -> dict[str, list[Utterance]]:
-    """Utterances of every task, from data directories that have feats.scp and utt2num_frames."""
+def load_pools(data_dirs, tokens: TokenTable, group_by: str | None = "lang") -> dict[str, list[Utterance]]:
+    """Utterances of every task, from data directories with features. group_by: "lang" (utt2lang), "spk"
+    (utt2spk), another key with a utt2<key> file, or None for one pool, named "all", of every utterance.
+
+    Every directory and its feature tables are checked before anything is returned (read_feature_tables: a
+    missing, truncated or inconsistent table or ark is a FeatureError naming it); utterances that compute-feats
+    listed in feats_skipped.tsv are left out with one warning line on stderr."""
     pools: dict[str, list[Utterance]] = {}
+    dims: dict[Path, int] = {}
     for data_dir in map(Path, data_dirs):
         data = read_data_dir(data_dir)
-        for needed in ("feats.scp", "utt2num_frames"):
-            if not (data_dir / needed).exists():
-                raise FileNotFoundError(f"{data_dir / needed}: missing; run `metarecipe compute-feats {data_dir}`")
-        feats, frames = read_key_values(data_dir / "feats.scp"), read_key_values(data_dir / "utt2num_frames")
-        cmvn = read_key_values(data_dir / "cmvn.scp") if (data_dir / "cmvn.scp").exists() else {}
-        groups = data.utt2lang if group_by == "lang" else (data.utt2spk if group_by == "spk" else
-                                                          read_key_values(data_dir / f"utt2{group_by}"))
+        tables = read_feature_tables(data_dir, data)
+        tasks = task_of_utterance(data_dir, data, group_by)
+        dims[data_dir] = tables.dim
+        left_out = [u for u in data.utterances if u in tables.skipped]
+        if left_out:
+            print(f"metarecipe: warning: {data_dir}: {len(left_out)} utterance(s) without features left out "
+                  f"(listed in {data_dir / SKIPPED_FEATURES})", file=sys.stderr)
         for utt in data.utterances:
-            pools.setdefault(groups[utt], []).append(Utterance(utt, feats[utt], int(frames[utt]),
-                                                               tokens.encode(data.text[utt]),
-                                                               cmvn.get(data.utt2spk[utt])))
+            if utt in tables.feats:
+                pools.setdefault(tasks[utt], []).append(Utterance(utt, tables.feats[utt], tables.frames[utt],
+                                                                  tokens.encode(data.text[utt]),
+                                                                  tables.cmvn.get(data.utt2spk[utt])))
+    if len(set(dims.values())) > 1:
+        raise FeatureError("features of different dimensions: " + ", ".join(f"{d}: {n}" for d, n in dims.items()))
     return pools
+
+
+def task_of_utterance(data_dir: Path, data: DataDir, group_by: str | None) -> dict[str, str]:
+    """{utterance: task} of a data directory grouped by `group_by` (see load_pools), or DataDirError naming the
+    table that is missing or lacks an utterance."""
+    if group_by is None:
+        return dict.fromkeys(data.utterances, SINGLE_POOL)
+    if group_by == "spk":
+        return data.utt2spk
+    if group_by == "lang":
+        if not data.utt2lang:
+            raise DataDirError(f"{data_dir / 'utt2lang'}: missing; tasks by language need each utterance's "
+                               f"language: import the directory with `metarecipe prepare-data kaldi {data_dir} "
+                               "OUT_DIR --opt lang=xx` and compute-feats on the new one, or group tasks by speaker "
+                               "(data.group_by: spk)")
+        return data.utt2lang
+    path = data_dir / f"utt2{group_by}"
+    if not path.exists():
+        raise DataDirError(f"{path}: missing; tasks grouped by '{group_by}' need it (`utterance {group_by}` lines)")
+    tasks = read_key_values(path)
+    lacking = [u for u in data.utterances if u not in tasks]
+    if lacking:
+        raise DataDirError(f"{path}: lacks {len(lacking)} utterance(s) of the data directory, e.g. '{lacking[0]}'")
+    return tasks
+
+
+def check_task_seconds(pools: dict[str, list[Utterance]], support_seconds: float, query_seconds: float) -> None:
+    """ConfigError naming the first task that cannot always give disjoint support and query sets of these
+    seconds: what is left after the support set must hold the query set, whichever utterance the support set
+    takes last (so draw_meta_batch never runs out)."""
+    if not (support_seconds > 0 and query_seconds > 0):
+        raise ConfigError(f"support_seconds and query_seconds must be positive, got {support_seconds:g} and "
+                          f"{query_seconds:g}")
+    for task, pool in sorted(pools.items()):
+        total, longest = sum(u.seconds for u in pool), max(u.seconds for u in pool)
+        if total - longest < support_seconds or total < support_seconds + query_seconds:
+            raise ConfigError(f"task '{task}' has {total:.2f} s of speech in {len(pool)} utterance(s), the longest "
+                              f"{longest:.2f} s: too little for disjoint support and query sets of "
+                              f"{support_seconds:g} s and {query_seconds:g} s (support_seconds, query_seconds)")
 
 
 class TaskSampler:
@@ -89,27 +142,35 @@ def draw_seconds(pool: list[Utterance], seconds: float, rng: np.random.Generator
     return chosen
 
 
+def _load_mat(location: str, what: str) -> np.ndarray:
+    """kaldiio.load_mat, with a failure as a FeatureError naming `what` and the location."""
+    try:
+        return kaldiio.load_mat(location)
+    except (AssertionError, ValueError, OSError, struct.error) as err:
+        raise FeatureError(f"{what}: cannot read the matrix at {location} ({type(err).__name__}: {err}); re-run "
+                           "`metarecipe compute-feats` on its data directory") from err
+
+
 @functools.lru_cache(maxsize=4096)
 def _cmvn_stats(location: str) -> np.ndarray:
-    return kaldiio.load_mat(location)
+    return _load_mat(location, "cmvn statistics")
 
 
 def load_feats(utt: Utterance) -> torch.Tensor:
     """(T, D) features of an utterance, normalised with its speaker's CMVN statistics where it has them."""
-    mat = kaldiio.load_mat(utt.feats)
+    mat = _load_mat(utt.feats, f"utterance '{utt.utt}'")
     return torch.from_numpy(apply_cmvn(mat, _cmvn_stats(utt.cmvn)) if utt.cmvn else mat.copy())
 
 
 def draw_meta_batch(pools: dict[str, list[Utterance]], tasks: list[str], support_seconds: float,
                     query_seconds: float, rng: np.random.Generator) -> MetaBatch:
-    """Support and query sets of the named tasks, disjoint within each task, by seconds of speech."""
+    """Support and query sets of the named tasks, disjoint within each task, by seconds of speech (a task too
+    small for them is a ConfigError: see check_task_seconds)."""
+    check_task_seconds({t: pools[t] for t in tasks}, support_seconds, query_seconds)
     support, query = [], []
     for task in tasks:
         support.append(draw_seconds(pools[task], support_seconds, rng))
         query.append(draw_seconds(pools[task], query_seconds, rng, exclude={u.utt for u in support[-1]}))
-    if not all(query):
-        raise ValueError(f"tasks {tasks}: too little data for {support_seconds:g} s of support and "
-                         f"{query_seconds:g} s of query speech")
     return MetaBatch(collate(support), collate(query))
 
 
@@ -118,7 +179,7 @@ def collate(task_utts: list[list[Utterance]], utts_per_task: int | None = None) 
     count = utts_per_task or min(len(u) for u in task_utts)
     chosen = [u[:count] for u in task_utts]
     frames = max(u.frames for task in chosen for u in task)
-    dims = kaldiio.load_mat(chosen[0][0].feats).shape[1]
+    dims = load_feats(chosen[0][0]).shape[1]
     labels = max(1, max(len(u.targets) for task in chosen for u in task))
     n = len(chosen)
     feats = torch.zeros(n, count, frames, dims)

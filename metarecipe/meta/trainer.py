@@ -13,9 +13,10 @@ import torch
 from tqdm import tqdm
 
 from metarecipe.checkpoints import CheckpointDir, write_atomic
+from metarecipe.config import require, require_at_least, require_positive
 from metarecipe.meta.algorithms import MetaAlgorithm
 from metarecipe.meta.distributed import TaskGroup
-from metarecipe.meta.sampling import TaskSampler, Utterance, draw_meta_batch
+from metarecipe.meta.sampling import STRATEGIES, TaskSampler, Utterance, draw_meta_batch
 from metarecipe.meta.tasks import MetaBatch, task_losses
 
 
@@ -31,6 +32,12 @@ class MetaTrainConfig:
     eval_batches: int = 2  # fixed held-out meta-batches, drawn once
     clip_norm: float = 5.0
     seed: int = 0
+
+    def __post_init__(self):
+        require_at_least(self, 1, "steps", "tasks_per_batch", "eval_every")
+        require_at_least(self, 0, "eval_batches")
+        require_positive(self, "support_seconds", "query_seconds", "meta_lr", "clip_norm")
+        require(self.strategy in STRATEGIES, "strategy", f"must be one of {list(STRATEGIES)}, got {self.strategy!r}")
 
 
 def held_out_query_loss(algo: MetaAlgorithm, batch: MetaBatch) -> float:

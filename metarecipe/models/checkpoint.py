@@ -1,49 +1,61 @@
 """Model files: a CTC model's config, parameters and token table in one torch file, loaded without pickle code.
 
 A progressive network (metarecipe.models.progressive) also stores its frozen source columns ("columns").
+Meta-SGD's learned rates go to a file of their own beside the model (`save_rates`, `load_rates`).
 
-Read with ``torch.load(weights_only=True)``: only tensors, dicts, lists, strings and numbers come back.
+Read with ``torch.load(weights_only=True)``: only tensors, dicts, lists, strings and numbers come back. Every file
+carries the SHA-256 of its content (metarecipe.kernels.compact.payload_digest), checked on every load: a damaged
+file is a ModelFileError naming it, never a model that runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
+import io
 from pathlib import Path
 
 import torch
 
-from metarecipe.kernels.compact import read_weights_only
+from metarecipe.checkpoints import write_atomic
+from metarecipe.config import from_mapping
+from metarecipe.kernels.compact import ModelFileError, read_weights_only, seal
 from metarecipe.models.ctc_model import BatchedCTCModel, ModelConfig, parameter_shapes
 from metarecipe.models.progressive import ProgressiveCTCModel, lateral_shapes
 from metarecipe.text.tokens import TokenTable
 
 FORMAT = "metarecipe-ctc-model-1"
+RATES_FORMAT = "metarecipe-metasgd-rates-1"
 
 
 def _cpu(params) -> dict[str, torch.Tensor]:
     return {name: p.detach().cpu().clone() for name, p in params.items()}
 
 
+def write_model_file(path, payload: dict) -> None:
+    """Writes a model file's payload with its content hash, atomically (complete or not at all)."""
+    buffer = io.BytesIO()
+    torch.save(seal(payload), buffer)
+    write_atomic(Path(path), buffer.getvalue())
+
+
 def save_model(path, model: BatchedCTCModel | ProgressiveCTCModel, tokens: TokenTable,
                info: dict | None = None) -> None:
     """Writes model (config and parameters), its token table and an info dict (str/number values) to path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "config": dataclasses.asdict(model.config), "tokens": list(tokens.symbols),
                "params": _cpu(model.params), "info": dict(info or {})}
     if isinstance(model, ProgressiveCTCModel):
         payload["columns"] = [_cpu(column.params) for column in model.columns]
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    write_model_file(path, payload)
 
 
 def _checked(path, params, shapes: dict, what: str) -> dict:
+    if not isinstance(params, dict):
+        raise ModelFileError(f"{path}: the {what} parameters are missing")
     for name, shape in shapes.items():
-        if name not in params or tuple(params[name].shape) != shape:
-            found = tuple(params[name].shape) if name in params else "missing"
-            raise ValueError(f"{path}: {what} parameter {name} should be {shape}, found {found}")
+        value = params.get(name)
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
+            found = tuple(value.shape) if isinstance(value, torch.Tensor) else "missing"
+            raise ModelFileError(f"{path}: {what} parameter {name} should be {shape}, found {found}")
     return params
 
 
@@ -59,20 +71,49 @@ def load_model(path) -> tuple[BatchedCTCModel | ProgressiveCTCModel, TokenTable,
     return model_from_payload(read_weights_only(path), path)
 
 
+def token_table(path, symbols) -> TokenTable:
+    """The token table stored in a model file, or ModelFileError naming path."""
+    if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
+        raise ModelFileError(f"{path}: its token table is not a list of symbols")
+    try:
+        return TokenTable(symbols)
+    except ValueError as err:
+        raise ModelFileError(f"{path}: {err}") from err
+
+
 def model_from_payload(payload, path) -> tuple[BatchedCTCModel | ProgressiveCTCModel, TokenTable, dict]:
-    """load_model of a file's content already read (read_weights_only); path names it in errors."""
+    """load_model of a file's content already read (read_weights_only); errors name path (and the config key)."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a metarecipe model file (format {FORMAT} expected)")
-    config = ModelConfig(**payload["config"])
-    tokens = TokenTable(payload["tokens"])
+        raise ModelFileError(f"{path}: not a metarecipe model file (format {FORMAT} expected)")
+    config = from_mapping(ModelConfig, payload.get("config"), f"{path}: config")
+    tokens = token_table(path, payload.get("tokens"))
     if config.vocab_size != len(tokens):
-        raise ValueError(f"{path}: {config.vocab_size} outputs but {len(tokens)} tokens")
+        raise ModelFileError(f"{path}: {config.vocab_size} outputs but {len(tokens)} tokens")
+    info = payload.get("info", {})
+    if not isinstance(info, dict):
+        raise ModelFileError(f"{path}: its info is not a mapping")
     shapes = parameter_shapes(config)
     if "columns" not in payload:
-        model = _filled(BatchedCTCModel(config), _checked(path, payload["params"], shapes, "model"))
-        return model.eval(), tokens, payload.get("info", {})
+        model = _filled(BatchedCTCModel(config), _checked(path, payload.get("params"), shapes, "model"))
+        return model.eval(), tokens, info
+    if not isinstance(payload["columns"], list) or not payload["columns"]:
+        raise ModelFileError(f"{path}: a progressive model file without source columns")
     columns = [_filled(BatchedCTCModel(config), _checked(path, c, shapes, f"source column {i}"))
                for i, c in enumerate(payload["columns"])]
     model = ProgressiveCTCModel(columns)
-    own = _checked(path, payload["params"], shapes | lateral_shapes(config, len(columns)), "progressive")
-    return _filled(model, own).eval(), tokens, payload.get("info", {})
+    own = _checked(path, payload.get("params"), shapes | lateral_shapes(config, len(columns)), "progressive")
+    return _filled(model, own).eval(), tokens, info
+
+
+def save_rates(path, rates: dict[str, torch.Tensor]) -> None:
+    """Writes Meta-SGD's learned per-element rates (name -> tensor of the parameter's shape) as a sealed file."""
+    write_model_file(path, {"format": RATES_FORMAT, "rates": _cpu(rates)})
+
+
+def load_rates(path, model) -> dict[str, torch.Tensor]:
+    """The rates save_rates wrote for `model` (one per parameter, of its shape), or ModelFileError naming path."""
+    payload = read_weights_only(path, "Meta-SGD rates file")
+    if payload.get("format") != RATES_FORMAT:
+        raise ModelFileError(f"{path}: not a Meta-SGD rates file (format {RATES_FORMAT} expected)")
+    shapes = {name: tuple(p.shape) for name, p in model.params.items()}
+    return _checked(path, payload.get("rates"), shapes, "Meta-SGD rate of")

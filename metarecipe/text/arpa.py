@@ -11,9 +11,12 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import zlib
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
+
+from metarecipe.errors import InputError
 
 UNK_MISSING_LOG10 = -100.0  # KenLM's probability for <unk> when an ARPA file lacks it
 _NGRAM_COUNT = re.compile(r"ngram\s+(\d+)\s*=\s*(\d+)$")
@@ -22,7 +25,7 @@ _SECTION = re.compile(r"\\(\d+)-grams:$")
 Table = dict[tuple[int, ...], tuple[float, float]]
 
 
-class ArpaError(ValueError):
+class ArpaError(InputError, ValueError):
     """A malformed ARPA file; the message names the file and the line."""
 
 
@@ -51,10 +54,19 @@ def write_arpa(path: str | os.PathLike, vocab: list[str], ngrams: list[Table]) -
 
 
 def _content_lines(path: Path) -> Iterator[tuple[int, str]]:
-    with _open(path, "r", compressed=path.suffix == ".gz") as lines:
-        for number, line in enumerate(lines, 1):
-            if line.strip():
-                yield number, line.strip()
+    """(line number, stripped text) of every non-blank line; ArpaError naming the file (and line) when it cannot
+    be read, decompressed or decoded as UTF-8."""
+    number = 0
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as lines:
+            for number, raw in enumerate(lines, 1):
+                line = raw.decode("utf-8").strip()
+                if line:
+                    yield number, line
+    except UnicodeDecodeError as err:
+        raise ArpaError(f"{path}:{number}: not UTF-8 ({err.reason} at byte {err.start} of the line)") from None
+    except (OSError, EOFError, zlib.error) as err:
+        raise ArpaError(f"{path}: cannot read ({getattr(err, 'strerror', None) or err})") from None
 
 
 def _next(path: Path, lines: Iterator[tuple[int, str]], last: int, expected: str) -> tuple[int, str]:

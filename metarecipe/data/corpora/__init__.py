@@ -11,14 +11,23 @@ pyproject.toml:
 A recipe's own plug-in may also be a Python file named by its path (``local/my_corpus.py``) whose ``prepare``
 is used: the skeleton is recipes/TEMPLATE/local/folder_tsv.py. Nothing after data preparation knows which
 corpus a data directory came from.
+
+Corpus metadata comes from strangers. A plug-in turns every path it reads from it into a file with
+``corpus_file`` (a file inside the corpus directory whose name wav.scp keeps as that file name, never a
+command), reads audio with ``metarecipe.data.audio.file_duration`` (files only), checks the ids it builds with
+``metarecipe.data.datadir.id_problem``, and lists every row it leaves out, with the reason, in ``skipped.tsv``.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import re
 from collections.abc import Callable
 from importlib.metadata import entry_points
-from pathlib import Path
+from pathlib import Path, PurePath
+
+from metarecipe.data.datadir import wav_problem
+from metarecipe.errors import InputError
 
 ENTRY_POINT_GROUP = "metarecipe.corpora"
 BUILT_IN = {
@@ -28,7 +37,7 @@ BUILT_IN = {
 }
 
 
-class DataPrepError(RuntimeError):
+class DataPrepError(InputError, RuntimeError):
     """Input that is not what it claims to be, or nothing usable left to prepare."""
 
 
@@ -47,20 +56,60 @@ def _from_file(path: Path) -> Callable:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if not callable(getattr(module, "prepare", None)):
-        raise ValueError(f"{path}: a corpus plug-in file must define prepare(corpus_dir, out_dir, **options)")
+        raise DataPrepError(f"{path}: a corpus plug-in file must define prepare(corpus_dir, out_dir, **options)")
     return module.prepare
 
 
 def get_corpus(name: str) -> Callable:
-    """The prepare function of a corpus plug-in (a name, or the path of a .py file defining prepare); ValueError
-    naming the installed ones if there is none."""
+    """The prepare function of a corpus plug-in (a name, or the path of a .py file defining prepare);
+    DataPrepError naming the installed ones if there is none."""
     if name.endswith(".py"):
         if not Path(name).is_file():
-            raise ValueError(f"corpus plug-in file {name} does not exist")
+            raise DataPrepError(f"corpus plug-in file {name} does not exist")
         return _from_file(Path(name))
     if name in BUILT_IN:
         return _load(BUILT_IN[name])
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
             return ep.load()
-    raise ValueError(f"no corpus plug-in '{name}'; installed: {', '.join(available_corpora())}")
+    raise DataPrepError(f"no corpus plug-in '{name}'; installed: {', '.join(available_corpora())}")
+
+
+def wav_scp_problem(value: str) -> str | None:
+    """Why `value`, written as a wav.scp value, would not be read back (by metarecipe and Kaldi) as the file of
+    that name, or None."""
+    if problem := wav_problem(value):
+        return problem
+    if value == "-":
+        return "is '-' (standard input in Kaldi)"
+    if "\t" in value:
+        return "holds a tab (a field separator in Kaldi tables)"
+    if value != value.strip():
+        return "starts or ends with whitespace"
+    if value.startswith("|") or value.endswith("|"):
+        return "starts or ends with '|' (a wav.scp pipe command)"
+    if re.search(r":[0-9]+$", value):
+        return "ends in ':<digits>' (an offset into an archive in Kaldi)"
+    return None
+
+
+def corpus_file(corpus_dir: str | Path, name: str) -> Path | str:
+    """The absolute path of the file that `name`, a path read from corpus metadata, names relative to
+    corpus_dir, or the reason it is not one to use: an absolute name, one that resolves (through '..' or
+    symlinks) outside corpus_dir, or one that wav.scp could not hold as that file name. Whether the file exists
+    is left to the caller."""
+    if problem := wav_scp_problem(name):
+        return f"path {name!r} {problem}"
+    if PurePath(name).is_absolute():
+        return f"path {name!r} is absolute (a corpus names its files relative to itself)"
+    root = Path(corpus_dir).resolve()
+    try:
+        path = (root / name).resolve()
+        path.exists()  # OSError for a name the file system refuses (too long...)
+    except (OSError, RuntimeError) as err:  # RuntimeError: a symlink loop
+        return f"path {name!r} cannot be used ({err})"
+    if not path.is_relative_to(root):
+        return f"path {name!r} leads outside the corpus directory {root} (to {str(path)!r})"
+    if problem := wav_scp_problem(str(path)):
+        return f"path {name!r} resolves to {str(path)!r}, which {problem}"
+    return path

@@ -7,19 +7,26 @@ quote characters). Only ``client_id``, ``path`` and ``sentence`` are needed. The
 ``<client_id>-<clip stem>`` and the speaker is the client. Transcripts are normalised for the language
 (metarecipe.text.normalize).
 
-Bad rows never stop the preparation: a missing, empty, undecodable or too short clip, a transcript empty or
+A clip path is a file name under the release, never a command: one that is absolute, leads outside the
+clips directory (``..``, symlinks) or that wav.scp could not hold as that file name (a '|' at an end, control
+characters, whitespace at an end) is refused, and clips are read as files only.
+
+Bad rows never stop the preparation: such a path, a client_id or clip name that cannot make a Kaldi id
+(whitespace, control characters), a missing, empty, undecodable or too short clip, a transcript empty or
 unspeakable after normalisation, a duplicate row or undecodable bytes are skipped and listed with their reason
-in ``skipped.tsv`` beside the data directory. It stops with DataPrepError only when a TSV is missing or lacks a
-needed column, or when nothing usable is left.
+(and ``<tsv>:<line>`` or the utterance id) in ``skipped.tsv`` beside the data directory. It stops with
+DataPrepError only when a TSV is missing or lacks a needed column, or when nothing usable is left; then nothing
+is written. With ``train_from_validated``, train is validated.tsv minus the speakers of dev and test and their
+sentences (compared after normalisation).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from metarecipe.data.audio import AudioError, duration
-from metarecipe.data.corpora import DataPrepError
-from metarecipe.data.datadir import DataDir, write_data_dir
+from metarecipe.data.audio import AudioError, file_duration
+from metarecipe.data.corpora import DataPrepError, corpus_file
+from metarecipe.data.datadir import DataDir, DataDirError, id_problem, validate_data_dir, write_data_dir
 from metarecipe.text.normalize import normalize
 
 REQUIRED_COLUMNS = ("client_id", "path", "sentence")
@@ -57,71 +64,82 @@ def read_tsv(path: Path) -> tuple[list[tuple[int, dict[str, str]]], list[tuple[s
     return rows, skipped, sorted(set(header) - KNOWN_COLUMNS)
 
 
-def _train_from_validated(lang_dir: Path) -> tuple[list, list]:
-    """validated.tsv minus every sentence and speaker of dev and test."""
-    rows, skipped, _ = read_tsv(lang_dir / "validated.tsv")
-    held_out_sentences, held_out_speakers = set(), set()
+def _without_held_out(rows: list, lang_dir: Path, lang: str) -> list:
+    """Rows of validated.tsv minus every speaker of dev and test and every sentence that, normalised as for
+    the LM, is one of theirs (so 'sofa!' is held out when dev reads 'sofa.')."""
+    sentences, speakers = set(), set()
     for split in ("dev", "test"):
         for _, row in read_tsv(lang_dir / f"{split}.tsv")[0]:
-            held_out_sentences.add(row["sentence"])
-            held_out_speakers.add(row["client_id"])
-    kept = [(n, r) for n, r in rows if r["sentence"] not in held_out_sentences
-            and r["client_id"] not in held_out_speakers]
-    return kept, skipped
+            sentences.add(normalize(row["sentence"], lang))
+            speakers.add(row["client_id"].strip())
+    sentences.discard(None)
+    return [(n, r) for n, r in rows
+            if r["client_id"].strip() not in speakers and normalize(r["sentence"], lang) not in sentences]
 
 
-def prepare_split(lang_dir: Path, lang: str, split: str, out_dir: Path, train_from_validated: bool = False) -> Path:
-    """Writes out_dir (a data directory) and out_dir/skipped.tsv for one split of one language."""
-    if split == "train" and train_from_validated:
-        rows, skipped = _train_from_validated(lang_dir)
-        unknown: list[str] = []
-    else:
-        rows, skipped, unknown = read_tsv(lang_dir / f"{split}.tsv")
+def _id_problem(client: str, clip: str) -> str | None:
+    """Why a row's client_id or clip name cannot make its speaker and utterance ids, or None."""
+    if not client or not clip.strip():
+        return "empty client_id or path"
+    if problem := id_problem(client):
+        return f"client_id {client!r} {problem}: not usable as a speaker id"
+    if problem := id_problem(Path(clip).stem):
+        return f"clip name {Path(clip).stem!r} {problem}: not usable in an utterance id"
+    return None
+
+
+def _clip(lang_dir: Path, clip: str) -> tuple[Path, float] | str:
+    """(the clip's file, its seconds) or the reason to skip it; a clip is a file under clips/, never a
+    command."""
+    path = corpus_file(lang_dir / "clips", clip)
+    if isinstance(path, str):
+        return path
+    if not path.is_file():
+        return f"missing clip {path}"
+    if path.stat().st_size == 0:
+        return "empty clip (0 bytes)"
+    try:
+        seconds = file_duration(path)
+    except AudioError as err:
+        return f"unreadable clip: {err}"
+    return (path, seconds) if seconds >= MIN_SECONDS else f"clip of {seconds:.2f} s is too short"
+
+
+def read_split(lang_dir: Path, lang: str, split: str, train_from_validated: bool = False) -> tuple[DataDir, list[str]]:
+    """The data directory of one split of one language, and the lines of its skipped.tsv."""
+    source = "validated.tsv" if split == "train" and train_from_validated else f"{split}.tsv"
+    rows, skipped, unknown = read_tsv(lang_dir / source)
+    if source == "validated.tsv":
+        rows = _without_held_out(rows, lang_dir, lang)
     data = DataDir({}, {}, {})
     for number, row in rows:
-        where = f"{split}.tsv:{number}"
-        client, clip = row["client_id"].strip(), row["path"].strip()
-        if not client or not clip:
-            skipped.append((where, "empty client_id or path"))
+        where = f"{source}:{number}"
+        client, clip = row["client_id"].strip(), row["path"]
+        if problem := _id_problem(client, clip):
+            skipped.append((where, problem))
             continue
         utt = f"{client}-{Path(clip).stem}"
-        clip_path = lang_dir / "clips" / clip
-        reason = None
         if utt in data.utt2spk:
-            reason = "duplicate row"
-        elif (text := normalize(row["sentence"], lang)) is None:
-            reason = "transcript empty, or with digits or another script, after normalisation"
-        elif not clip_path.is_file():
-            reason = f"missing clip {clip_path}"
-        elif clip_path.stat().st_size == 0:
-            reason = "empty clip (0 bytes)"
-        else:
-            try:
-                seconds = duration(str(clip_path))
-                reason = f"clip of {seconds:.2f} s is too short" if seconds < MIN_SECONDS else None
-            except AudioError as err:
-                reason = f"unreadable clip: {err}"
-        if reason:
-            skipped.append((utt if reason != "duplicate row" else where, reason))
+            skipped.append((where, "duplicate row"))
             continue
-        data.wav_scp[utt] = str(clip_path.resolve())
-        data.text[utt] = text
-        data.utt2spk[utt] = client
-        data.utt2dur[utt] = seconds
-        data.utt2lang[utt] = lang
+        text = normalize(row["sentence"], lang)
+        found = _clip(lang_dir, clip) if text else \
+            "transcript empty, or with digits or another script, after normalisation"
+        if isinstance(found, str):
+            skipped.append((utt, found))
+            continue
+        data.wav_scp[utt], data.utt2dur[utt] = str(found[0]), found[1]
+        data.text[utt], data.utt2spk[utt], data.utt2lang[utt] = text, client, lang
     if not data.utt2spk:
-        raise DataPrepError(f"{lang_dir}/{split}.tsv: no usable utterance ({len(skipped)} skipped: "
+        raise DataPrepError(f"{lang_dir / source}: no usable utterance ({len(skipped)} skipped: "
                             f"{skipped[0][1] if skipped else 'the file has no rows'})")
-    write_data_dir(data, out_dir)
     notes = [f"# unknown columns (ignored)\t{' '.join(unknown)}"] if unknown else []
-    (out_dir / "skipped.tsv").write_text("\n".join(notes + [f"{w}\t{r}" for w, r in skipped]) + "\n",
-                                         encoding="utf-8")
-    return out_dir
+    return data, notes + [f"{where}\t{reason}" for where, reason in skipped]
 
 
 def prepare(corpus_dir, out_dir, langs=None, splits=SPLITS, train_from_validated: bool = False) -> dict[str, Path]:
     """Data directories out_dir/<lang>/<split> for a Common Voice release at corpus_dir; langs defaults to
-    every language directory that has TSV files."""
+    every language directory that has TSV files. Every split is read and validated before any is written."""
     corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
     if not corpus_dir.is_dir():
         raise DataPrepError(f"{corpus_dir}: not a directory")
@@ -129,9 +147,13 @@ def prepare(corpus_dir, out_dir, langs=None, splits=SPLITS, train_from_validated
         langs = sorted(p.name for p in corpus_dir.iterdir() if p.is_dir() and any(p.glob("*.tsv")))
         if not langs:
             raise DataPrepError(f"{corpus_dir}: no <lang>/*.tsv inside (is this a Common Voice release?)")
+    prepared = {f"{lang}/{split}": read_split(corpus_dir / lang, lang, split, train_from_validated)
+                for lang in langs for split in splits}
+    for name, (data, _) in prepared.items():
+        if problems := validate_data_dir(data, str(out_dir / name)):
+            raise DataDirError("\n".join(problems))
     written = {}
-    for lang in langs:
-        for split in splits:
-            written[f"{lang}/{split}"] = prepare_split(corpus_dir / lang, lang, split, out_dir / lang / split,
-                                                       train_from_validated)
+    for name, (data, skipped) in prepared.items():
+        written[name] = write_data_dir(data, out_dir / name)
+        (written[name] / "skipped.tsv").write_text("".join(f"{line}\n" for line in skipped), encoding="utf-8")
     return written

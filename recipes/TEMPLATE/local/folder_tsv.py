@@ -8,7 +8,9 @@ Layout it reads (any audio format soundfile reads: wav, flac, mp3, ogg):
 
 `prepare(corpus_dir, out_dir, langs=None, splits=...)` writes out_dir/<language>/<split> as Kaldi data
 directories (wav.scp text utt2spk spk2utt utt2dur utt2lang) and a skipped.tsv per directory naming every row left
-out and why. Use it with the recipe as
+out and why. Paths in the table come from whoever made the corpus: corpus_file() keeps them to files inside
+the corpus directory that wav.scp holds as file names (never a command), and id_problem() checks the ids.
+Use it with the recipe as
 
     ./run.sh --corpus local/my_corpus.py --corpus-dir /data/my_corpus --source-langs "..." --target-langs "..."
 """
@@ -16,11 +18,12 @@ out and why. Use it with the recipe as
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
-from metarecipe.data.audio import AudioError, duration
-from metarecipe.data.corpora import DataPrepError
-from metarecipe.data.datadir import DataDir, write_data_dir
+from metarecipe.data.audio import AudioError, file_duration
+from metarecipe.data.corpora import DataPrepError, corpus_file
+from metarecipe.data.datadir import DataDir, id_problem, write_data_dir
 from metarecipe.text.normalize import normalize
 
 SPLITS = ("train", "dev", "test")
@@ -38,25 +41,37 @@ def read_rows(corpus_dir: Path) -> list[tuple[str, dict[str, str]]]:
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise DataPrepError(f"{table}:1: missing columns {missing}")
-        return [(f"{table.name}:{number}", row) for number, row in enumerate(reader, start=2)]
+        rows = [(f"{table.name}:{number}", row) for number, row in enumerate(reader, start=2)]
+    for where, row in rows:
+        if None in row or None in row.values():
+            raise DataPrepError(f"{corpus_dir / where}: not the {len(reader.fieldnames)} fields of the header")
+        if not re.fullmatch(r"[\w-]+", row["language"].strip()):  # it names an output directory
+            raise DataPrepError(f"{corpus_dir / where}: language {row['language']!r} is not a language code")
+    return rows
 
 
-def _utterance(corpus_dir: Path, row: dict[str, str]) -> tuple[str, str, float] | str:
-    """(utterance id, normalised text, seconds) or the reason to skip the row."""
-    audio = corpus_dir / row["path"].strip()
+def _utterance(corpus_dir: Path, row: dict[str, str]) -> tuple[str, Path, str, float] | str:
+    """(utterance id, audio file, normalised text, seconds) or the reason to skip the row. A path from the
+    table is a file inside corpus_dir (corpus_file), never a command, and is read as a file only."""
+    speaker = row["speaker"].strip()
+    utt = f"{speaker}-{Path(row['path']).stem}"
+    if problem := id_problem(speaker) or id_problem(utt):
+        return f"speaker or file name cannot make utterance id {utt!r}: it {problem}"
+    audio = corpus_file(corpus_dir, row["path"])
+    if isinstance(audio, str):
+        return audio
     text = normalize(row["sentence"], row["language"].strip())
     if text is None:
         return "transcript empty, or with digits or another script, after normalisation"
     if not audio.is_file():
         return f"missing audio file {audio}"
     try:
-        seconds = duration(str(audio))
+        seconds = file_duration(audio)
     except AudioError as err:
         return f"unreadable audio: {err}"
     if seconds < MIN_SECONDS:
         return f"audio of {seconds:.2f} s is too short"
-    speaker = row["speaker"].strip()
-    return f"{speaker}-{Path(row['path']).stem}", text, seconds
+    return utt, audio, text, seconds
 
 
 def prepare(corpus_dir, out_dir, langs=None, splits=SPLITS) -> dict[str, Path]:
@@ -73,11 +88,11 @@ def prepare(corpus_dir, out_dir, langs=None, splits=SPLITS) -> dict[str, Path]:
         if isinstance(found, str):
             skipped.setdefault(name, []).append(f"{where}\t{found}")
             continue
-        utt, text, seconds = found
+        utt, audio, text, seconds = found
         if utt in data.utt2spk:
             skipped.setdefault(name, []).append(f"{where}\tduplicate utterance {utt}")
             continue
-        data.wav_scp[utt] = str((corpus_dir / row["path"].strip()).resolve())
+        data.wav_scp[utt] = str(audio)
         data.text[utt], data.utt2spk[utt] = text, row["speaker"].strip()
         data.utt2dur[utt], data.utt2lang[utt] = seconds, lang
     wanted = [f"{lang}/{split}" for lang in langs for split in splits] if langs else sorted(dirs)
