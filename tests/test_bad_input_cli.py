@@ -1,6 +1,8 @@
 """Bad inputs of meta-train, adapt, decode and compress (issue 17, items 4, 7 and 8): each is one line on stderr
 naming the thing, exit status 1, no traceback, and no experiment or output directory written."""
 
+import contextlib
+import io
 import subprocess
 import sys
 
@@ -8,6 +10,7 @@ import pytest
 import torch
 from test_commonvoice import make_release
 
+from metarecipe.cli.main import main
 from metarecipe.data import read_data_dir
 from metarecipe.data.corpora import get_corpus
 from metarecipe.features import compute_feats
@@ -34,9 +37,19 @@ def setup(tmp_path_factory):
     return tmp, data
 
 
-def run(*args):
+def run_process(*args):
+    """`python -m metarecipe ARGS` in a process of its own."""
     return subprocess.run([sys.executable, "-m", "metarecipe", *map(str, args)], capture_output=True, text=True,
                           timeout=300)
+
+
+def run(*args):
+    """`metarecipe ARGS` through the command's entry point in this process (the same code as run_process, without
+    a new interpreter importing torch for every case), as a CompletedProcess."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def assert_one_line_error(result, *names):
@@ -94,7 +107,7 @@ def test_resuming_an_exp_dir_whose_config_is_not_yaml_names_it_and_writes_nothin
     exp = tmp_path / "exp"
     exp.mkdir()
     (exp / "config.yaml").write_text("train: [steps: 4\nmodel: {\n", encoding="utf-8")
-    assert_one_line_error(run(*meta_train_args(data, exp)), f"{exp / 'config.yaml'}: not valid YAML")
+    assert_one_line_error(run_process(*meta_train_args(data, exp)), f"{exp / 'config.yaml'}: not valid YAML")
     assert [p.name for p in exp.iterdir()] == ["config.yaml"]
 
 
@@ -110,7 +123,7 @@ def model_with_unknown_config_key(tmp_path, source):
 
 def test_adapt_refuses_a_negative_budget(setup, tmp_path):
     tmp, data = setup
-    result = run(*adapt_args(tmp / "model" / "final.pt", data, tmp_path / "exp", "adapt.minutes=-1"))
+    result = run_process(*adapt_args(tmp / "model" / "final.pt", data, tmp_path / "exp", "adapt.minutes=-1"))
     assert_one_line_error(result, "adapt.minutes: must be above 0, got -1")
     assert not (tmp_path / "exp").exists()
 
@@ -147,7 +160,7 @@ def flipped_copy(tmp_path, source):
 def test_decode_refuses_a_damaged_model_file(setup, tmp_path):
     tmp, data = setup
     model = flipped_copy(tmp_path, tmp / "model" / "final.pt")
-    assert_one_line_error(run("decode", model, data, tmp_path / "out"), f"{model}: damaged model file")
+    assert_one_line_error(run_process("decode", model, data, tmp_path / "out"), f"{model}: damaged model file")
     assert not (tmp_path / "out").exists()
 
 
