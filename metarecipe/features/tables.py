@@ -2,9 +2,9 @@
 
 compute-feats writes feats.scp, utt2num_frames and cmvn.scp into a data directory over the utterances whose
 audio gave features and lists each other utterance with its reason in feats_skipped.tsv (`utt<TAB>reason`);
-it never touches the source tables. `read_feature_tables` checks that the tables agree with the data directory
-and that every entry points to a whole Kaldi binary matrix of the stated shape: one header read per entry, so
-a truncated or overwritten ark is found before any work starts.
+it never touches the source tables. read_data_dir checks that the tables' keys agree with the data directory;
+`read_feature_tables` then checks that every entry points to a whole Kaldi binary matrix of the stated shape:
+one header read per entry, so a truncated or overwritten ark is found before any work starts.
 """
 
 from __future__ import annotations
