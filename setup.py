@@ -71,7 +71,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["metarecipe", "metarecipe.*"]),
     install_requires=["torch>=2.1", "numpy", "numba>=0.58", "soundfile>=0.12", "soxr>=0.3", "kaldiio>=2.17",
-                      "kaldi-native-fbank>=1.18", "tqdm", "matplotlib", "pyyaml>=6"],
+                      "kaldi-native-fbank>=1.18", "tqdm", "matplotlib", "pyyaml>=6", "num2words>=0.5.14"],
     extras_require={"test": ["pytest", "ruff", "jiwer", "flashlight-text", "tensorboard"],
                     "tensorboard": ["tensorboard"]},
     entry_points={"console_scripts": ["metarecipe=metarecipe.cli.main:main"]},

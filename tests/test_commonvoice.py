@@ -32,8 +32,8 @@ def row(columns, client, clip, sentence):
     return "\t".join(values.get(c, "") for c in columns)
 
 
-def make_release(root, release, faults=False):
-    lang_dir = root / "de"
+def make_release(root, release, faults=False, lang="de"):
+    lang_dir = root / lang
     (lang_dir / "clips").mkdir(parents=True)
     columns = COLUMNS[release]
     for split, clients in (("train", ["aa11", "bb22"]), ("dev", ["cc33"]), ("test", ["dd44"])):
@@ -83,14 +83,47 @@ def test_faulty_rows_are_skipped_with_reasons_and_good_ones_kept(tmp_path):
     root = make_release(tmp_path / "cv", "cv-21.0", faults=True)
     written = get_corpus("commonvoice")(root, tmp_path / "data", splits=("train",))
     assert len(read_data_dir(written["de/train"]).utterances) == 4
-    skipped = dict(line.split("\t", 1) for line in (written["de/train"] / "skipped.tsv").read_text().splitlines())
+    skipped = dict(line.split("\t", 1) for line in (written["de/train"] / "skipped.tsv").read_text().splitlines()
+                   if not line.startswith("#"))
     assert skipped["ee55-gone"].startswith("missing clip")
     assert skipped["ee55-zero"] == "empty clip (0 bytes)"
     assert skipped["ee55-corrupt"].startswith("unreadable clip")
     assert skipped["ee55-short"].startswith("clip of 0.05 s is too short")
-    assert skipped["ee55-ok"].startswith("transcript empty")
+    assert skipped["ee55-ok"] == "nothing left after normalisation"
     assert skipped["train.tsv:11"] == "duplicate row"
     assert skipped["train.tsv:12"].startswith("not UTF-8")
+
+
+def test_numbers_are_spelled_out_not_dropped(tmp_path):
+    root = make_release(tmp_path / "cv", "cv-21.0")
+    make_clip(root / "de" / "clips" / "zahl.mp3", seed=3)
+    with open(root / "de" / "train.tsv", "a", encoding="utf-8") as train:
+        train.write(row(COLUMNS["cv-21.0"], "ee55", "zahl.mp3", "Um 5 Uhr kostet es 1.250,75 Euro.") + "\n")
+    written = get_corpus("commonvoice")(root, tmp_path / "data", splits=("train",))
+    train = read_data_dir(written["de/train"])
+    assert train.text["ee55-zahl"] == "um fünf uhr kostet es eintausendzweihundertfünfzig komma sieben fünf euro"
+    assert (written["de/train"] / "skipped.tsv").read_text() == ""
+
+
+def test_each_skip_reason_is_counted_on_its_own(tmp_path):
+    # Irish: a Latin-script language num2words does not spell
+    root = make_release(tmp_path / "cv", "cv-21.0", lang="ga")
+    rows = [("ee55", "a.mp3", "Tá 5 cinn ann."), ("ee55", "b.mp3", "Uimhir 7."), ("ee55", "c.mp3", "Привет."),
+            ("ee55", "d.mp3", "!!!"), ("ee55", "e.mp3", "Fada go leor.")]
+    with open(root / "ga" / "train.tsv", "a", encoding="utf-8") as train:
+        train.writelines(row(COLUMNS["cv-21.0"], *fields) + "\n" for fields in rows)
+    written = get_corpus("commonvoice")(root, tmp_path / "data", splits=("train",))
+    lines = (written["ga/train"] / "skipped.tsv").read_text(encoding="utf-8").splitlines()
+    assert lines[:4] == ["# skipped\t2\tdigits in a language num2words does not spell",
+                         "# skipped\t1\tletters outside the language's script",
+                         "# skipped\t1\tmissing clip",
+                         "# skipped\t1\tnothing left after normalisation"]
+    skipped = dict(line.split("\t", 1) for line in lines[4:])
+    assert skipped["ee55-a"] == skipped["ee55-b"] == "digits in a language num2words does not spell: ga"
+    assert skipped["ee55-c"] == "letters outside the language's script: 'привет' in ga (latin)"
+    assert skipped["ee55-d"] == "nothing left after normalisation"
+    assert skipped["ee55-e"].startswith("missing clip ")
+    assert len(read_data_dir(written["ga/train"]).utterances) == 4
 
 
 def test_not_a_release_is_a_clear_error(tmp_path):
@@ -132,7 +165,7 @@ def test_held_out_sentences_are_compared_after_normalisation_and_rows_name_valid
     train = read_data_dir(written["de/train"])
     assert "hh88-sofa" not in train.utt2spk and "ii99-sofa" in train.utt2spk
     skipped = (written["de/train"] / "skipped.tsv").read_text().splitlines()
-    assert skipped == ["validated.tsv:7\tduplicate row"]
+    assert skipped == ["# skipped\t1\tduplicate row", "validated.tsv:7\tduplicate row"]
 
 
 @pytest.mark.parametrize("client, clip, reason", [
@@ -150,7 +183,9 @@ def test_ids_with_whitespace_or_control_characters_are_skipped_and_the_dir_is_va
         train.write(row(COLUMNS["cv-21.0"], client, clip, "Noch ein Satz.") + "\n")
     written = get_corpus("commonvoice")(root, tmp_path / "data", splits=("train",))
     assert len(read_data_dir(written["de/train"]).utterances) == 4
-    assert (written["de/train"] / "skipped.tsv").read_text(encoding="utf-8") == f"train.tsv:6\t{reason}\n"
+    kind = "client_id not usable as a speaker id" if client != "ee55" else "clip name not usable in an utterance id"
+    assert (written["de/train"] / "skipped.tsv").read_text(encoding="utf-8") == \
+        f"# skipped\t1\t{kind}\ntrain.tsv:6\t{reason}\n"
 
 
 def test_a_split_with_nothing_usable_leaves_no_directory(tmp_path):

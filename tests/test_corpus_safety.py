@@ -177,7 +177,7 @@ def test_prepare_data_errors_are_one_line_on_stderr_and_write_nothing(tmp_path):
         (["commonvoice", root, out, "--opt", "nope=1"],
          "corpus plug-in 'commonvoice' does not take these options: got an unexpected keyword argument 'nope'"),
         (["commonvoice", root, out, "--opt", "novalue"], "--opt wants KEY=VALUE, got 'novalue'"),
-        (["nope", root, out], "no corpus plug-in 'nope'; installed: commonvoice, demo, kaldi"),
+        (["nope", root, out], "no corpus plug-in 'nope'; installed: asterisk, commonvoice, demo, kaldi"),
         (["kaldi", root, out, "--langs", "de"], "corpus plug-in 'kaldi' does not take these options"),
         (["demo", root, out, "--opt", "minutes=ten"], "demo corpus: minutes must be a number and seed an integer"),
     ]

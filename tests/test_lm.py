@@ -332,7 +332,7 @@ def test_kenlm_in_flashlight_scores_our_arpa_the_same(tmp_path):
 
 def test_train_lm_command(tmp_path, capsys):
     text, dev, out = tmp_path / "text", tmp_path / "dev", tmp_path / "lm.arpa"
-    text.write_text("utt1 Der Hund bellt.\nutt2 Die Katze schläft!\nutt3 Es ist 5 Uhr.\nutt4 Der Hund schläft.\n",
+    text.write_text("utt1 Der Hund bellt.\nutt2 Die Katze schläft!\nutt3 Das ist Москва.\nutt4 Der Hund schläft.\n",
                     encoding="utf-8")
     dev.write_text("utt9 Die Katze bellt.\n", encoding="utf-8")
     common = ["train-lm", "--text", str(text), "--kaldi-text", "--normalize", "de", "--out", str(out)]

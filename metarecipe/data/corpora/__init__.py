@@ -1,9 +1,9 @@
 """Corpus plug-ins: each turns a corpus directory into validated Kaldi data directories.
 
 A plug-in is a function ``prepare(corpus_dir, out_dir, **options) -> dict[str, Path]`` (the data directories
-it wrote, by name such as ``de/train``). Built in: ``commonvoice``, ``kaldi`` and ``demo`` (generated offline).
-Other packages add their own through the Python entry-point group ``metarecipe.corpora``, e.g. in their
-pyproject.toml:
+it wrote, by name such as ``de/train``). Built in: ``commonvoice``, ``kaldi``, ``demo`` (generated offline) and
+``asterisk`` (the recorded prompts of Debian's asterisk-core-sounds-<l> packages). Other packages add their
+own through the Python entry-point group ``metarecipe.corpora``, e.g. in their pyproject.toml:
 
     [project.entry-points."metarecipe.corpora"]
     mycorpus = "mypackage.corpus:prepare"
@@ -34,6 +34,7 @@ BUILT_IN = {
     "commonvoice": "metarecipe.data.corpora.commonvoice:prepare",
     "kaldi": "metarecipe.data.corpora.kaldi:prepare",
     "demo": "metarecipe.data.corpora.demo:prepare",
+    "asterisk": "metarecipe.data.corpora.asterisk:prepare",
 }
 
 

@@ -5,7 +5,7 @@ The TSV columns changed across releases (older ones lack ``sentence_id``, ``sent
 ``segment``, and the order differs), so rows are read by header name, with quoting off (sentences contain
 quote characters). Only ``client_id``, ``path`` and ``sentence`` are needed. The utterance id is
 ``<client_id>-<clip stem>`` and the speaker is the client. Transcripts are normalised for the language
-(metarecipe.text.normalize).
+(metarecipe.text.normalize: numbers are spelled out in the language).
 
 A clip path is a file name under the release, never a command: one that is absolute, leads outside the
 clips directory (``..``, symlinks) or that wav.scp could not hold as that file name (a '|' at an end, control
@@ -13,8 +13,10 @@ characters, whitespace at an end) is refused, and clips are read as files only.
 
 Bad rows never stop the preparation: such a path, a client_id or clip name that cannot make a Kaldi id
 (whitespace, control characters), a missing, empty, undecodable or too short clip, a transcript empty or
-unspeakable after normalisation, a duplicate row or undecodable bytes are skipped and listed with their reason
-(and ``<tsv>:<line>`` or the utterance id) in ``skipped.tsv`` beside the data directory. It stops with
+unspeakable after normalisation (digits in a language num2words does not spell, letters of another script,
+nothing left), a duplicate row or undecodable bytes are skipped and listed with their reason (and
+``<tsv>:<line>`` or the utterance id) in ``skipped.tsv`` beside the data directory, which starts with one
+comment line per kind of reason, ``# skipped<TAB><count><TAB><reason>``. It stops with
 DataPrepError only when a TSV is missing or lacks a needed column, or when nothing usable is left; then nothing
 is written. With ``train_from_validated``, train is validated.tsv minus the speakers of dev and test and their
 sentences (compared after normalisation).
@@ -22,12 +24,13 @@ sentences (compared after normalisation).
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from metarecipe.data.audio import AudioError, file_duration
 from metarecipe.data.corpora import DataPrepError, corpus_file
 from metarecipe.data.datadir import DataDir, DataDirError, id_problem, validate_data_dir, write_data_dir
-from metarecipe.text.normalize import normalize
+from metarecipe.text.normalize import Dropped, normalize, normalize_or_drop
 
 REQUIRED_COLUMNS = ("client_id", "path", "sentence")
 KNOWN_COLUMNS = {"client_id", "path", "sentence_id", "sentence", "sentence_domain", "up_votes", "down_votes",
@@ -36,7 +39,7 @@ SPLITS = ("train", "dev", "test")
 MIN_SECONDS = 0.2
 
 
-def read_tsv(path: Path) -> tuple[list[tuple[int, dict[str, str]]], list[tuple[str, str]], list[str]]:
+def read_tsv(path: Path) -> tuple[list[tuple[int, dict[str, str]]], list[tuple[str, Dropped]], list[str]]:
     """(rows as (line number, {column: value}), skipped (where, reason), unknown column names)."""
     if not path.is_file():
         raise DataPrepError(f"{path}: missing (is this a Common Voice release directory?)")
@@ -55,10 +58,12 @@ def read_tsv(path: Path) -> tuple[list[tuple[int, dict[str, str]]], list[tuple[s
         try:
             fields = raw.decode("utf-8").rstrip("\r").split("\t")
         except UnicodeDecodeError as err:
-            skipped.append((f"{path.name}:{number}", f"not UTF-8 ({err.reason} at byte {err.start})"))
+            skipped.append((f"{path.name}:{number}",
+                            Dropped("not UTF-8", f"not UTF-8 ({err.reason} at byte {err.start})")))
             continue
         if len(fields) != len(header):
-            skipped.append((f"{path.name}:{number}", f"{len(fields)} fields, the header has {len(header)}"))
+            skipped.append((f"{path.name}:{number}",
+                            Dropped("wrong number of fields", f"{len(fields)} fields, the header has {len(header)}")))
             continue
         rows.append((number, dict(zip(header, fields, strict=True))))
     return rows, skipped, sorted(set(header) - KNOWN_COLUMNS)
@@ -77,32 +82,43 @@ def _without_held_out(rows: list, lang_dir: Path, lang: str) -> list:
             if r["client_id"].strip() not in speakers and normalize(r["sentence"], lang) not in sentences]
 
 
-def _id_problem(client: str, clip: str) -> str | None:
+def _id_problem(client: str, clip: str) -> Dropped | None:
     """Why a row's client_id or clip name cannot make its speaker and utterance ids, or None."""
     if not client or not clip.strip():
-        return "empty client_id or path"
+        return Dropped("empty client_id or path")
     if problem := id_problem(client):
-        return f"client_id {client!r} {problem}: not usable as a speaker id"
+        return Dropped("client_id not usable as a speaker id", f"client_id {client!r} {problem}: not usable as a "
+                       "speaker id")
     if problem := id_problem(Path(clip).stem):
-        return f"clip name {Path(clip).stem!r} {problem}: not usable in an utterance id"
+        return Dropped("clip name not usable in an utterance id", f"clip name {Path(clip).stem!r} {problem}: not "
+                       "usable in an utterance id")
     return None
 
 
-def _clip(lang_dir: Path, clip: str) -> tuple[Path, float] | str:
+def _clip(lang_dir: Path, clip: str) -> tuple[Path, float] | Dropped:
     """(the clip's file, its seconds) or the reason to skip it; a clip is a file under clips/, never a
     command."""
     path = corpus_file(lang_dir / "clips", clip)
     if isinstance(path, str):
-        return path
+        return Dropped("clip path refused", path)
     if not path.is_file():
-        return f"missing clip {path}"
+        return Dropped("missing clip", f"missing clip {path}")
     if path.stat().st_size == 0:
-        return "empty clip (0 bytes)"
+        return Dropped("empty clip", "empty clip (0 bytes)")
     try:
         seconds = file_duration(path)
     except AudioError as err:
-        return f"unreadable clip: {err}"
-    return (path, seconds) if seconds >= MIN_SECONDS else f"clip of {seconds:.2f} s is too short"
+        return Dropped("unreadable clip", f"unreadable clip: {err}")
+    return (path, seconds) if seconds >= MIN_SECONDS else \
+        Dropped("clip too short", f"clip of {seconds:.2f} s is too short")
+
+
+def skipped_lines(skipped: list[tuple[str, Dropped]]) -> list[str]:
+    """The lines of a skipped.tsv: one comment line per kind of reason with its count (most frequent first),
+    then `where<TAB>reason` per row left out."""
+    counts = Counter(reason.kind for _, reason in skipped)
+    return [f"# skipped\t{count}\t{kind}" for kind, count in sorted(counts.items(), key=lambda kc: (-kc[1], kc[0]))] \
+        + [f"{where}\t{reason}" for where, reason in skipped]
 
 
 def read_split(lang_dir: Path, lang: str, split: str, train_from_validated: bool = False) -> tuple[DataDir, list[str]]:
@@ -120,12 +136,11 @@ def read_split(lang_dir: Path, lang: str, split: str, train_from_validated: bool
             continue
         utt = f"{client}-{Path(clip).stem}"
         if utt in data.utt2spk:
-            skipped.append((where, "duplicate row"))
+            skipped.append((where, Dropped("duplicate row")))
             continue
-        text = normalize(row["sentence"], lang)
-        found = _clip(lang_dir, clip) if text else \
-            "transcript empty, or with digits or another script, after normalisation"
-        if isinstance(found, str):
+        text = normalize_or_drop(row["sentence"], lang)
+        found = text if isinstance(text, Dropped) else _clip(lang_dir, clip)
+        if isinstance(found, Dropped):
             skipped.append((utt, found))
             continue
         data.wav_scp[utt], data.utt2dur[utt] = str(found[0]), found[1]
@@ -134,7 +149,7 @@ def read_split(lang_dir: Path, lang: str, split: str, train_from_validated: bool
         raise DataPrepError(f"{lang_dir / source}: no usable utterance ({len(skipped)} skipped: "
                             f"{skipped[0][1] if skipped else 'the file has no rows'})")
     notes = [f"# unknown columns (ignored)\t{' '.join(unknown)}"] if unknown else []
-    return data, notes + [f"{where}\t{reason}" for where, reason in skipped]
+    return data, notes + skipped_lines(skipped)
 
 
 def prepare(corpus_dir, out_dir, langs=None, splits=SPLITS, train_from_validated: bool = False) -> dict[str, Path]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from metarecipe.data.audio import AudioError, file_duration
 from metarecipe.data.corpora import DataPrepError, corpus_file
 from metarecipe.data.datadir import DataDir, id_problem, write_data_dir
-from metarecipe.text.normalize import normalize
+from metarecipe.text.normalize import Dropped, normalize_or_drop
 
 SPLITS = ("train", "dev", "test")
 COLUMNS = ("path", "sentence", "speaker", "language", "split")
@@ -60,9 +60,9 @@ def _utterance(corpus_dir: Path, row: dict[str, str]) -> tuple[str, Path, str, f
     audio = corpus_file(corpus_dir, row["path"])
     if isinstance(audio, str):
         return audio
-    text = normalize(row["sentence"], row["language"].strip())
-    if text is None:
-        return "transcript empty, or with digits or another script, after normalisation"
+    text = normalize_or_drop(row["sentence"], row["language"].strip())
+    if isinstance(text, Dropped):
+        return str(text)
     if not audio.is_file():
         return f"missing audio file {audio}"
     try:
