@@ -32,7 +32,7 @@ def small_model(tokens, seed=0):
 def test_adaptation_keeps_the_best_held_out_parameters(target):
     tokens, pool = target
     model = small_model(tokens)
-    result = adapt(model, pool, AdaptConfig(minutes=0.035, lr=0.5, max_steps=30, batch_utts=2, eval_every=2))
+    result = adapt(model, pool, AdaptConfig(minutes=0.035, lr=0.5, max_steps=30, eval_every=2, criterion="loss"))
     losses = [loss for _, loss in result.history]
     assert min(losses) < losses[0]  # adaptation helps on data it did not train on
     assert 0 < result.held_out_seconds < result.train_seconds + result.held_out_seconds <= 0.035 * 60 + 0.7
@@ -43,7 +43,8 @@ def test_adaptation_keeps_the_best_held_out_parameters(target):
 def test_head_rule_adapts_only_the_head_and_equals_metasgd_with_zero_rates_elsewhere(target):
     tokens, pool = target
     model = small_model(tokens, seed=1)
-    config = AdaptConfig(minutes=0.035, lr=0.3, max_steps=6, batch_utts=2, eval_every=3, patience=10)
+    config = AdaptConfig(minutes=0.035, lr=0.3, max_steps=6, eval_every=3, patience=10, clip_grad_norm=None,
+                         criterion="loss")  # clipping scales by the norm of every gradient the rule takes
     head = adapt(model, pool, config, rule="head")
     for name, p in model.params.items():
         assert torch.equal(head.params[name], p.detach()) == (not name.startswith("head_"))

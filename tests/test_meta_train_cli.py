@@ -148,7 +148,7 @@ def test_adapt_uses_the_meta_learners_rule_and_writes_the_adapted_model(data, me
     train, _ = data
     exp = tmp_path / "adapt"
     args = ["adapt", "--exp-dir", str(exp), f"model={meta_trained / 'final.pt'}", f"data={train}",
-            "adapt.minutes=0.035", "adapt.max_steps=6", "adapt.batch_utts=2", "adapt.eval_every=2"]
+            "adapt.minutes=0.035", "adapt.max_steps=6", "adapt.eval_every=2"]
     assert main(args) == 0
     assert "adapted on" in capsys.readouterr().out
     model, _, info = load_model(exp / "adapted.pt")
@@ -190,7 +190,7 @@ def test_progressive_and_scratch_adaptation_write_models_that_decode(data, meta_
     train, dev = data
     exp = tmp_path / "adapt"
     args = ["adapt", "--exp-dir", str(exp), f"model={meta_trained / 'final.pt'}", f"data={train}",
-            "adapt.minutes=0.035", "adapt.max_steps=4", "adapt.batch_utts=2", "adapt.eval_every=2"]
+            "adapt.minutes=0.035", "adapt.max_steps=4", "adapt.eval_every=2"]
     assert main(args + change) == 0
     model, _, info = load_model(exp / "adapted.pt")
     assert info["rule"] == rule and info["scratch"] == (rule == "sgd")

@@ -55,7 +55,7 @@ def test_pnn_adapts_a_new_column_on_real_features_and_scratch_starts_fresh(targe
     before = {n: p.detach().clone() for n, p in source.params.items()}
     pnn = make_algorithm("pnn", source, InnerLoop()).adaptation()
     assert isinstance(pnn.model, ProgressiveCTCModel) and pnn.rule == "sgd"
-    result = adapt(pnn.model, pool, AdaptConfig(minutes=0.035, lr=0.5, max_steps=20, batch_utts=2, eval_every=2))
+    result = adapt(pnn.model, pool, AdaptConfig(minutes=0.035, lr=0.5, max_steps=20, eval_every=2))
     losses = [loss for _, loss in result.history]
     assert min(losses) < losses[0]
     assert "lat_head_weight" in result.params

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from metarecipe.config import load_config
+from metarecipe.meta.adapt import outcome_line
 from metarecipe.meta.adapt_experiment import AdaptExperiment, run_adaptation
 
 
@@ -12,8 +13,11 @@ def add_parser(sub, name: str) -> None:
     p = sub.add_parser(name, help="adapt a meta-trained model to a target on a budget of minutes",
                        description="Fine-tunes a model file (meta-train's final.pt) on `adapt.minutes` of the target "
                                    "training data dir with the meta-learner's own rule (plain SGD, ANIL's head, "
-                                   "Meta-SGD's rates), stopping early on a held-out slice of the budget. Writes "
-                                   "adapted.pt and history.jsonl into the experiment dir.")
+                                   "Meta-SGD's rates) or Adam, on a schedule that scales with the budget, keeping "
+                                   "the parameters with the best held-out CER (or loss) on a slice of the budget and "
+                                   "stopping early or on divergence. Writes adapted.pt, history.jsonl and adapt.json "
+                                   "into the experiment dir; a run that diverged or kept the initial model is a "
+                                   "warning on stderr.")
     p.add_argument("--config", help="YAML config (metarecipe.meta.adapt_experiment.AdaptExperiment)")
     p.add_argument("--exp-dir", required=True)
     p.add_argument("overrides", nargs="*", metavar="key=value",
@@ -23,7 +27,6 @@ def add_parser(sub, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     config = load_config(AdaptExperiment, args.config, args.overrides)
     result = run_adaptation(config, args.exp_dir, ["metarecipe", *args.argv])
-    step, loss = result.history[-1]
     print(f"{args.exp_dir}: adapted on {result.train_seconds / 60:.2f} min ({result.held_out_seconds / 60:.2f} min "
-          f"held out), {step} steps, best held-out loss {min(loss for _, loss in result.history):.3f}")
+          f"held out): {outcome_line(result)}")
     return 0

@@ -2,16 +2,23 @@
 
 Everything that cannot work is found before anything is written: an unknown rule, an unreadable model, a data
 dir without features, target characters missing from the model's token table, a budget larger than the data, a
-GPU asked for where there is none. Rules: sgd (all parameters), head (ANIL), metasgd (the meta-learned rates
-in alphas.pt beside the model file), pnn (a new progressive column with laterals to the frozen model). With
-`scratch: true` the model file gives only the architecture and token table: training starts from a fresh
-initialisation (the `scratch` baseline).
-`exp_dir` receives config.yaml, cmd, versions.json, history.jsonl (held-out loss per evaluation) and adapted.pt.
+GPU asked for where there is none, a freeze prefix that names no parameter, adam with rule metasgd. Rules: sgd
+(all parameters), head (ANIL), metasgd (the meta-learned rates in alphas.pt beside the model file), pnn (a new
+progressive column with laterals to the frozen model). With `scratch: true` the model file gives only the
+architecture and token table: training starts from a fresh initialisation (the `scratch` baseline).
+`exp_dir` receives config.yaml, cmd, versions.json, history.jsonl (per evaluation: the step, held-out loss and
+CER, held-out utterances with an infinite CTC loss, mean training loss, gradient norm and rate factor since the
+previous one; non-finite numbers as null), adapt.json (the run in one object: steps run and planned, the best
+step, held-out loss and CER of the initial, best and final parameters, whether, where and why it diverged, why
+it stopped, whether it kept the initial model, the budget's seconds and utterances, wall seconds, optimizer, lr
+(null where Meta-SGD's learned rates are the rates) and rule) and adapted.pt (the best parameters). One line per
+evaluation goes to stdout; a run that diverged or kept the initial model says so in a warning line on stderr.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +29,15 @@ from metarecipe.checkpoints import write_atomic
 from metarecipe.config import ConfigError
 from metarecipe.devices import resolve_device
 from metarecipe.errors import InputError
-from metarecipe.meta.adapt import AdaptConfig, AdaptResult, adapt, budget_split
+from metarecipe.meta.adapt import (
+    AdaptConfig,
+    AdaptResult,
+    adapt,
+    budget_split,
+    finite_or_none,
+    outcome_line,
+    trainable_names,
+)
 from metarecipe.meta.experiment import check_feature_dim, prepare_exp_dir
 from metarecipe.meta.sampling import load_pools
 from metarecipe.models import BatchedCTCModel, ProgressiveCTCModel
@@ -59,6 +74,11 @@ def target_pool(data: str, tokens, config: AdaptConfig, num_mel_bins: int, key: 
     return pool
 
 
+def inner_rule(rule: str) -> str:
+    """The update rule of adapt() for an experiment's rule (pnn trains its new column with sgd)."""
+    return "sgd" if rule == "pnn" else rule
+
+
 def _checked_inputs(config: AdaptExperiment):
     """(model, tokens, info, rule, alphas, pool) or ConfigError naming the key, path or number."""
     if config.rule is not None and config.rule not in RULES:
@@ -86,22 +106,42 @@ def _checked_inputs(config: AdaptExperiment):
         if not alphas_path.exists():
             raise ConfigError(f"rule: metasgd needs the meta-learned rates, {alphas_path} is missing")
         alphas = load_rates(alphas_path, model)
+    trainable_names(config.adapt, inner_rule(rule), model.params, "adapt.")
     pool = target_pool(config.data, tokens, config.adapt, model.config.num_mel_bins)
     model = model.to(device)
     alphas = {n: a.to(device) for n, a in alphas.items()} if alphas is not None else None
     return model, tokens, info, rule, alphas, pool
 
 
+def summary(result: AdaptResult, config: AdaptConfig, rule: str) -> dict:
+    """adapt.json: the run in one object (non-finite numbers as null)."""
+    def scores(evaluation):
+        return {"loss": finite_or_none(evaluation.loss), "cer": finite_or_none(evaluation.cer)}
+    learned_rates = rule == "metasgd" and config.optimizer == "sgd"
+    return {"steps": result.steps, "planned_steps": result.schedule.planned_steps, "best_step": result.best_step,
+            "initial": scores(result.evaluations[0]), "best": scores(result.best),
+            "final": scores(result.evaluations[-1]), "diverged": result.diverged, "diverged_at": result.diverged_at,
+            "divergence": result.divergence or None, "stopped": result.stopped, "kept_initial": result.kept_initial,
+            "criterion": config.criterion, "train_seconds": result.train_seconds,
+            "held_out_seconds": result.held_out_seconds, "train_utterances": result.train_utterances,
+            "held_out_utterances": result.held_out_utterances, "batch_seconds": result.schedule.batch_seconds,
+            "wall_seconds": round(result.wall_seconds, 2), "optimizer": config.optimizer,
+            "lr": None if learned_rates else config.learning_rate, "rule": rule}
+
+
 def run_adaptation(config: AdaptExperiment, exp_dir, argv: list[str]) -> AdaptResult:
     exp_dir = Path(exp_dir)
     model, tokens, info, rule, alphas, pool = _checked_inputs(config)
     prepare_exp_dir(exp_dir, config, tokens, argv)
-    result = adapt(model, pool, config.adapt, "sgd" if rule == "pnn" else rule, alphas)
+    result = adapt(model, pool, config.adapt, inner_rule(rule), alphas, log=lambda line: print(line, flush=True))
     with torch.no_grad():
         for name, value in result.params.items():
             model.params[name].copy_(value)
-    history = "".join(json.dumps({"step": s, "held_out_loss": loss}) + "\n" for s, loss in result.history)
+    history = "".join(json.dumps(e.record()) + "\n" for e in result.evaluations)
     write_atomic(exp_dir / "history.jsonl", history.encode())
+    write_atomic(exp_dir / "adapt.json", (json.dumps(summary(result, config.adapt, rule), indent=1) + "\n").encode())
     save_model(exp_dir / "adapted.pt", model, tokens, {**info, "adapted_on": config.data, "rule": rule,
                                                        "scratch": config.scratch, "minutes": config.adapt.minutes})
+    if result.diverged or result.kept_initial:
+        print(f"metarecipe: warning: {exp_dir}: {outcome_line(result)}", file=sys.stderr, flush=True)
     return result
