@@ -1,6 +1,8 @@
 """Features: Kaldi fbank, CMVN statistics, parallel extraction to ark/scp that kaldiio reads back, resume."""
 
+import dataclasses
 import importlib.util
+import json
 from pathlib import Path
 
 import kaldiio
@@ -13,6 +15,8 @@ from metarecipe.data.corpora import get_corpus
 from metarecipe.data.datadir import read_key_values
 from metarecipe.errors import InputError
 from metarecipe.features import FbankConfig, apply_cmvn, compute_cmvn, compute_fbank, compute_feats
+from metarecipe.features.extract import FBANK_RECORD, read_fbank_record
+from metarecipe.features.tables import FeatureError
 
 
 def test_fbank_has_kaldi_frame_count_and_is_deterministic():
@@ -156,15 +160,13 @@ def test_global_cmvn_sums_the_speakers(data_dir):
     assert np.allclose(total, sum(per_speaker.values()))
 
 
-def test_spec_augment_masks_bands_and_spans_only():
-    from metarecipe.features import SpecAugmentConfig, spec_augment
-
-    feats = np.arange(200 * 80, dtype=np.float32).reshape(200, 80) + 1
-    config = SpecAugmentConfig(freq_masks=1, max_freq_width=10, time_masks=1, max_time_ratio=0.1)
-    out = spec_augment(feats, np.random.default_rng(3), config, fill=0.0)
-    masked = out == 0
-    rows, cols = masked.all(axis=1), masked.all(axis=0)
-    assert cols.sum() <= 10 and rows.sum() <= 20
-    assert np.array_equal(masked, rows[:, None] | cols[None, :])  # whole rows and columns, nothing else
-    assert np.array_equal(out[~masked], feats[~masked])
-    assert np.array_equal(spec_augment(feats, np.random.default_rng(3), config, 0.0), out)  # seeded
+def test_extraction_records_its_fbank_settings_beside_the_arks(data_dir):
+    config = FbankConfig(num_mel_bins=40, sample_rate=8000)
+    compute_feats(data_dir, nj=1, config=config, progress=False)
+    record = data_dir / "fbank" / FBANK_RECORD
+    assert json.loads(record.read_text()) == dataclasses.asdict(config)
+    assert read_fbank_record(data_dir / "fbank") == config
+    assert read_fbank_record(data_dir) is None  # no record: features of an earlier version
+    record.write_text('{"num_mel_bins": "forty"}')
+    with pytest.raises(FeatureError, match=f"{record}: not a record of fbank settings .*num_mel_bins"):
+        read_fbank_record(data_dir / "fbank")

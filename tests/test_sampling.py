@@ -8,10 +8,11 @@ from test_commonvoice import make_release
 
 from metarecipe.data import read_data_dir
 from metarecipe.data.corpora import get_corpus
-from metarecipe.features import compute_feats
+from metarecipe.features import FbankConfig, compute_feats
+from metarecipe.features.augment import AudioSource, AugmentConfig
 from metarecipe.features.cmvn import apply_cmvn
 from metarecipe.meta import InnerLoop, MetaBatch, make_algorithm
-from metarecipe.meta.sampling import TaskSampler, collate, draw_seconds, load_pools
+from metarecipe.meta.sampling import TaskSampler, collate, draw_meta_batch, draw_seconds, load_pools, make_augmenter
 from metarecipe.models import BatchedCTCModel, ModelConfig
 from metarecipe.text.tokens import TokenTable
 
@@ -76,3 +77,19 @@ def test_pools_samplers_and_support_query_sets_feed_a_meta_step(featurised):
     loss, grads = make_algorithm("maml", model, InnerLoop(lr=0.1)).meta_gradient(
         MetaBatch(support, collate(queries, 1)))
     assert torch.isfinite(loss) and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_augmented_meta_batches_choose_the_same_utterances_and_carry_other_features(featurised):
+    texts = [t for p in featurised.values() for t in read_data_dir(p).text.values()]
+    pools = load_pools([featurised["de/train"]], TokenTable.from_texts(texts), group_by="spk")
+    data = read_data_dir(featurised["de/train"])
+    for utt in (u for pool in pools.values() for u in pool):
+        assert utt.source == AudioSource(data.wav_scp[utt.utt], 0.0, -1.0, FbankConfig())
+    augment = make_augmenter(AugmentConfig(speed_factors=[0.9, 1.1]), [u for p in pools.values() for u in p])
+    plain = draw_meta_batch(pools, ["aa11", "bb22"], 0.4, 0.4, np.random.default_rng(4))
+    augmented = draw_meta_batch(pools, ["aa11", "bb22"], 0.4, 0.4, np.random.default_rng(4), augment)
+    for before, after in ((plain.support, augmented.support), (plain.query, augmented.query)):
+        assert torch.equal(before.targets, after.targets)  # the same utterances, drawn before any augmentation
+        assert not torch.equal(before.lengths, after.lengths)  # at another speed: other frame counts
+    with pytest.raises(ValueError, match="give rng"):
+        collate([pools["aa11"]], augment=augment)

@@ -10,7 +10,8 @@ Only derived tables are written into the data directory: feats.scp, utt2num_fram
 (per-speaker statistics in <feat_dir>/cmvn.ark) over the utterances with features, and feats_skipped.tsv
 (`utt<TAB>reason`, also <feat_dir>/skipped.tsv) listing those whose audio could not be read. The source tables
 (text, wav.scp, utt2spk, ...) are never rewritten. The statistics of the whole set go to
-<feat_dir>/global_cmvn.mat (Kaldi matrix).
+<feat_dir>/global_cmvn.mat (Kaldi matrix), and the fbank settings every ark of <feat_dir> was made with to
+<feat_dir>/fbank.json (`read_fbank_record`), so that features of perturbed audio can be computed identically.
 """
 
 from __future__ import annotations
@@ -26,11 +27,14 @@ from pathlib import Path
 import kaldiio
 from tqdm import tqdm
 
+from metarecipe.config import from_mapping
 from metarecipe.data.audio import AudioError, read_audio
 from metarecipe.data.datadir import SKIPPED_FEATURES, DataDir, printable, read_data_dir, read_key_values
 from metarecipe.features.cmvn import compute_cmvn
 from metarecipe.features.fbank import FbankConfig, compute_fbank
 from metarecipe.features.tables import FeatureError
+
+FBANK_RECORD = "fbank.json"  # in the feature directory: the FbankConfig of its arks
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -146,7 +150,25 @@ def compute_feats(data_dir, feat_dir=None, nj: int = 2, config: FbankConfig | No
             for future in tqdm(as_completed(futures), total=len(futures), desc=f"fbank {data_dir}",
                                disable=not progress, unit="job"):
                 future.result()
+    _write_text(feat_dir / FBANK_RECORD, json.dumps(asdict(config), indent=1) + "\n")
     return _combine(data, data_dir, feat_dir, nj, len(pending))
+
+
+def read_fbank_record(feat_dir: Path) -> FbankConfig | None:
+    """The fbank settings the arks of a feature directory were made with (its fbank.json), None where compute-feats
+    wrote none (features of an earlier version), or FeatureError naming the file when it is damaged."""
+    path = Path(feat_dir) / FBANK_RECORD
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as err:
+        raise FeatureError(f"{path}: cannot read ({err}); re-run `metarecipe compute-feats`") from err
+    try:
+        return from_mapping(FbankConfig, json.loads(text))
+    except ValueError as err:  # not JSON, or not FbankConfig's fields (ConfigError)
+        raise FeatureError(f"{path}: not a record of fbank settings ({err}); re-run `metarecipe compute-feats`") \
+            from None
 
 
 def _combine(data: DataDir, data_dir: Path, feat_dir: Path, nj: int, jobs_run: int) -> dict:

@@ -34,6 +34,7 @@ import torch
 
 from metarecipe.config import ConfigError, require, require_at_least, require_positive
 from metarecipe.decode import error_rate, greedy_decode
+from metarecipe.features.augment import Augmenter
 from metarecipe.kernels import ctc_loss
 from metarecipe.meta.sampling import Utterance, collate, draw_seconds
 from metarecipe.meta.tasks import TaskSet, task_losses
@@ -281,12 +282,14 @@ def clipped(grads: list[torch.Tensor], max_norm: float | None) -> tuple[list[tor
 
 def adapt(model, pool: list[Utterance], config: AdaptConfig, rule: str = "sgd", alphas=None,
           backend: str | None = None, masks: dict[str, torch.Tensor] | None = None,
-          losses=task_losses, log: Callable[[str], None] | None = None) -> AdaptResult:
+          losses=task_losses, log: Callable[[str], None] | None = None,
+          augment: Augmenter | None = None) -> AdaptResult:
     """Fine-tunes model's parameters on `config.minutes` of the pool. rule: "sgd" (all parameters), "head"
     (ANIL: the output head only) or "metasgd" (per-element rates `alphas`, a dict of tensors).
     masks (name -> bool tensor): entries that stay zero after every step (a pruned model's fine-tune).
     losses(model, params, tasks, backend) -> (N,): the objective, trained and held out (default: CTC).
-    log: receives one line per evaluation."""
+    log: receives one line per evaluation. augment: augments the training batches (never the held-out set),
+    drawing from the run's seeded generator."""
     if rule not in RULES:
         raise ValueError(f"adaptation rule must be sgd, head or metasgd, got {rule!r}")
     if rule == "metasgd" and alphas is None:
@@ -316,10 +319,11 @@ def adapt(model, pool: list[Utterance], config: AdaptConfig, rule: str = "sgd", 
 
     evaluate(0, [])
     batches = training_batches(train, schedule.batch_seconds, rng)
+    augment_rng = np.random.default_rng([config.seed, 1])  # its own: batches are the same with and without it
     stats = []
     for step in range(1, schedule.planned_steps + 1):
         result.steps = step
-        batch_set = collate([next(batches)], None).to(device)
+        batch_set = collate([next(batches)], None, augment=augment, rng=augment_rng).to(device)
         objective = losses(model, {n: v.unsqueeze(0) for n, v in params.items()}, batch_set, backend)[0]
         grads, norm = clipped(list(torch.autograd.grad(objective, list(trainable.values()))), config.clip_grad_norm)
         loss = float(objective.detach())

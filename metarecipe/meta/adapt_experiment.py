@@ -5,7 +5,9 @@ dir without features, target characters missing from the model's token table, a 
 GPU asked for where there is none, a freeze prefix that names no parameter, adam with rule metasgd. Rules: sgd
 (all parameters), head (ANIL), metasgd (the meta-learned rates in alphas.pt beside the model file), pnn (a new
 progressive column with laterals to the frozen model). With `scratch: true` the model file gives only the
-architecture and token table: training starts from a fresh initialisation (the `scratch` baseline).
+architecture and token table: training starts from a fresh initialisation (the `scratch` baseline). The
+`augment:` section (metarecipe.features.augment.AugmentConfig; on by default) augments the training batches,
+never the held-out slice.
 `exp_dir` receives config.yaml, cmd, versions.json, history.jsonl (per evaluation: the step, held-out loss and
 CER, held-out utterances with an infinite CTC loss, mean training loss, gradient norm and rate factor since the
 previous one; non-finite numbers as null), adapt.json (the run in one object: steps run and planned, the best
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,7 @@ from metarecipe.checkpoints import write_atomic
 from metarecipe.config import ConfigError
 from metarecipe.devices import resolve_device
 from metarecipe.errors import InputError
+from metarecipe.features.augment import AugmentConfig
 from metarecipe.meta.adapt import (
     AdaptConfig,
     AdaptResult,
@@ -39,7 +42,7 @@ from metarecipe.meta.adapt import (
     trainable_names,
 )
 from metarecipe.meta.experiment import check_feature_dim, prepare_exp_dir
-from metarecipe.meta.sampling import load_pools
+from metarecipe.meta.sampling import load_pools, make_augmenter
 from metarecipe.models import BatchedCTCModel, ProgressiveCTCModel
 from metarecipe.models.checkpoint import load_model, load_rates, save_model
 
@@ -54,6 +57,7 @@ class AdaptExperiment:
     rule: str | None = None  # sgd, head, metasgd or pnn; default: the meta-learner's, stored with the model
     scratch: bool = False  # fresh parameters (seeded by adapt.seed) of the model file's architecture
     device: str = "cpu"  # cpu, cuda, cuda:N or auto
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # of the training batches (never held out)
 
 
 def target_pool(data: str, tokens, config: AdaptConfig, num_mel_bins: int, key: str = "adapt.minutes") -> list:
@@ -80,7 +84,7 @@ def inner_rule(rule: str) -> str:
 
 
 def _checked_inputs(config: AdaptExperiment):
-    """(model, tokens, info, rule, alphas, pool) or ConfigError naming the key, path or number."""
+    """(model, tokens, info, rule, alphas, pool, augmenter) or ConfigError naming the key, path or number."""
     if config.rule is not None and config.rule not in RULES:
         raise ConfigError(f"rule: must be one of {list(RULES)}, got {config.rule!r}")
     device = resolve_device(config.device)
@@ -110,7 +114,8 @@ def _checked_inputs(config: AdaptExperiment):
     pool = target_pool(config.data, tokens, config.adapt, model.config.num_mel_bins)
     model = model.to(device)
     alphas = {n: a.to(device) for n, a in alphas.items()} if alphas is not None else None
-    return model, tokens, info, rule, alphas, pool
+    augment = make_augmenter(config.augment, pool)
+    return model, tokens, info, rule, alphas, pool, augment
 
 
 def summary(result: AdaptResult, config: AdaptConfig, rule: str) -> dict:
@@ -131,9 +136,10 @@ def summary(result: AdaptResult, config: AdaptConfig, rule: str) -> dict:
 
 def run_adaptation(config: AdaptExperiment, exp_dir, argv: list[str]) -> AdaptResult:
     exp_dir = Path(exp_dir)
-    model, tokens, info, rule, alphas, pool = _checked_inputs(config)
+    model, tokens, info, rule, alphas, pool, augment = _checked_inputs(config)
     prepare_exp_dir(exp_dir, config, tokens, argv)
-    result = adapt(model, pool, config.adapt, inner_rule(rule), alphas, log=lambda line: print(line, flush=True))
+    result = adapt(model, pool, config.adapt, inner_rule(rule), alphas, log=lambda line: print(line, flush=True),
+                   augment=augment)
     with torch.no_grad():
         for name, value in result.params.items():
             model.params[name].copy_(value)

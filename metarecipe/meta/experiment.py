@@ -4,8 +4,12 @@
 library versions), tokens.txt, metrics.jsonl, ckpt/ (checkpoints), final.pt (the meta-trained model, with the
 adaptation rule of its algorithm; Meta-SGD's rates in alphas.pt beside it), loss.png and, with
 `tensorboard: true`, TensorBoard events in tensorboard/. Running again with the
-same config resumes (with more train.steps, it goes on from the end); a different config in the same directory
-is an error. `algorithm: scratch` writes the seeded initial model only (no steps): the from-scratch baseline.
+same config resumes (with more train.steps, it goes on from the end); a run with a different config moves the
+earlier one aside to `<exp_dir>.prev` (replacing an older one) and starts afresh. `algorithm: scratch` writes
+the seeded initial model only (no steps): the from-scratch baseline.
+The `augment:` section (metarecipe.features.augment.AugmentConfig) augments training meta-batches on the fly, by
+default with speed perturbation and SpecAugment (and noise when augment.noise_dirs names recordings); held-out
+batches are never augmented.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import importlib.util
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -28,9 +33,10 @@ from metarecipe.config import ConfigError, as_dict, dump_yaml, read_yaml, requir
 from metarecipe.data import read_data_dir
 from metarecipe.devices import resolve_device
 from metarecipe.errors import InputError
+from metarecipe.features.augment import AugmentConfig
 from metarecipe.meta.algorithms import ALGORITHMS, InnerLoop, make_algorithm
 from metarecipe.meta.distributed import TaskGroup
-from metarecipe.meta.sampling import Utterance, check_task_seconds, load_feats, load_pools
+from metarecipe.meta.sampling import Utterance, check_task_seconds, load_feats, load_pools, make_augmenter
 from metarecipe.meta.trainer import MetaTrainConfig, meta_train
 from metarecipe.models import BatchedCTCModel, ModelConfig, ProgressiveCTCModel
 from metarecipe.models.checkpoint import load_model, save_model, save_rates
@@ -55,6 +61,7 @@ class MetaTrainExperiment:
     model: ModelConfig = field(default_factory=ModelConfig)
     inner: InnerLoop = field(default_factory=InnerLoop)
     train: MetaTrainConfig = field(default_factory=MetaTrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # of the training meta-batches
     checkpoint_every: int = 50
     keep_checkpoints: int = 3
     device: str = "cpu"  # cpu, cuda (under torchrun: each process's LOCAL_RANK GPU), cuda:N or auto
@@ -146,13 +153,24 @@ def _same_run(previous: dict, current: dict) -> bool:
     return without_steps(previous) == without_steps(current)
 
 
+def set_aside(exp_dir: Path) -> Path:
+    """Moves an experiment directory to `<exp_dir>.prev` (an older one there is removed); returns the new path."""
+    aside = exp_dir.with_name(exp_dir.name + ".prev")
+    if aside.exists():
+        shutil.rmtree(aside)
+    os.replace(exp_dir, aside)
+    return aside
+
+
 def prepare_exp_dir(exp_dir: Path, config: MetaTrainExperiment, tokens: TokenTable, argv: list[str]) -> None:
-    """Writes config, command, versions and tokens; the same directory with another config is an error."""
+    """Writes config, command, versions and tokens. A directory holding a run with another config (but for the
+    steps) is moved aside first (set_aside), with one line on stderr saying so."""
     resolved = dump_yaml(config)
     previous = exp_dir / "config.yaml"
     if previous.exists() and not _same_run(read_yaml(previous), as_dict(config)):
-        raise ConfigError(f"{exp_dir} holds a run with another config ({previous}); resume it with that config "
-                          f"(train.steps may grow) or choose a new --exp-dir")
+        aside = set_aside(exp_dir)
+        print(f"metarecipe: {exp_dir} held a run with another config: moved it to {aside}; starting afresh",
+              file=sys.stderr)
     exp_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(previous, resolved.encode())
     write_atomic(exp_dir / "cmd", (" ".join(shlex.quote(a) for a in argv) + "\n").encode())
@@ -212,6 +230,7 @@ def run_experiment(config: MetaTrainExperiment, exp_dir, argv: list[str]) -> lis
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=len(tokens)))
     pools, held_out = load_data(config, tokens)
     check_feature_dim({**pools, **(held_out or {})}, config.model.num_mel_bins, "model.num_mel_bins")
+    augment = make_augmenter(config.augment, (u for utts in pools.values() for u in utts))
     torch.manual_seed(config.train.seed)
     model = initial_model(config, tokens).to(resolve_device(config.device))
     group = TaskGroup()
@@ -222,7 +241,7 @@ def run_experiment(config: MetaTrainExperiment, exp_dir, argv: list[str]) -> lis
     if algo.meta_trains:
         records = meta_train(algo, pools, config.train, held_out, exp_dir / "metrics.jsonl",
                              CheckpointDir(exp_dir / "ckpt", config.keep_checkpoints), config.checkpoint_every,
-                             group, exp_dir / "tensorboard" if config.tensorboard else None)
+                             group, exp_dir / "tensorboard" if config.tensorboard else None, augment)
     if group.rank == 0:
         adaptation = algo.adaptation()
         rule = "pnn" if isinstance(adaptation.model, ProgressiveCTCModel) else adaptation.rule

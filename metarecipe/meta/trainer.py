@@ -1,10 +1,12 @@
-"""The outer loop: meta-batches from the source tasks, an Adam step on each meta-gradient, and the query loss
-of held-out tasks (after the algorithm's own inner-loop adaptation) as the measure of progress."""
+"""The outer loop: meta-batches from the source tasks (augmented, with an Augmenter), an Adam step on each
+meta-gradient, and the query loss of held-out tasks (after the algorithm's own inner-loop adaptation, never
+augmented) as the measure of progress."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from tqdm import tqdm
 
 from metarecipe.checkpoints import CheckpointDir, write_atomic
 from metarecipe.config import require, require_at_least, require_positive
+from metarecipe.features.augment import Augmenter
 from metarecipe.meta.algorithms import MetaAlgorithm
 from metarecipe.meta.distributed import TaskGroup
 from metarecipe.meta.sampling import STRATEGIES, TaskSampler, Utterance, draw_meta_batch
@@ -47,11 +50,13 @@ def held_out_query_loss(algo: MetaAlgorithm, batch: MetaBatch) -> float:
         return float(task_losses(algo.model, params, batch.query, algo.inner.backend).mean())
 
 
-def _draw(pools, sampler: TaskSampler, config: MetaTrainConfig, step: int, device) -> MetaBatch:
-    """The meta-batch of a step: a function of (seed, step) alone, so a resumed or distributed run draws the same."""
+def _draw(pools, sampler: TaskSampler, config: MetaTrainConfig, step: int, device,
+          augment: Augmenter | None = None) -> MetaBatch:
+    """The meta-batch of a step, augmented too: a function of (seed, step) alone, so a resumed or distributed run
+    draws the same."""
     rng = np.random.default_rng([config.seed, step])
     return draw_meta_batch(pools, sampler.sample(config.tasks_per_batch, rng), config.support_seconds,
-                           config.query_seconds, rng).to(device)
+                           config.query_seconds, rng, augment).to(device)
 
 
 def _write_log(log_path: Path, records: list[dict]) -> None:
@@ -62,16 +67,18 @@ def _write_log(log_path: Path, records: list[dict]) -> None:
 def meta_train(algo: MetaAlgorithm, pools: dict[str, list[Utterance]], config: MetaTrainConfig,
                held_out: dict[str, list[Utterance]] | None = None, log_path=None,
                checkpoints: CheckpointDir | None = None, checkpoint_every: int = 0,
-               group: TaskGroup | None = None, tensorboard_dir=None) -> list[dict]:
+               group: TaskGroup | None = None, tensorboard_dir=None, augment: Augmenter | None = None) -> list[dict]:
     """Trains algo's meta-parameters on the tasks of `pools`; returns the log records (one per step, with
-    "held_out_query_loss" every eval_every steps, at step 0 too), also written to log_path as JSON lines.
+    "held_out_query_loss" every eval_every steps, at step 0 too, and "train_seconds", the seconds spent on
+    training steps so far, held-out evaluation excluded), also written to log_path as JSON lines.
 
     With `checkpoints`, the state (meta-parameters, optimiser, log) is saved every `checkpoint_every` steps and
     at the end, and a run resumes from the newest complete checkpoint: as the meta-batch of a step depends on
     (seed, step) only, a resumed run repeats the uninterrupted one step for step. With a `group` of processes
     (torch.distributed), each process computes the meta-gradient of its share of each meta-batch's tasks and one
     all-reduce combines them (metarecipe.meta.distributed); only rank 0 writes logs and checkpoints. Batches go to
-    the device of the meta-parameters. With `tensorboard_dir`, every record is also a TensorBoard scalar."""
+    the device of the meta-parameters. With `tensorboard_dir`, every record is also a TensorBoard scalar. With
+    `augment`, the support and query sets of training meta-batches are augmented (held-out ones never are)."""
     group = group or TaskGroup()
     sampler = TaskSampler(pools, config.strategy)
     params = algo.meta_parameters()
@@ -122,15 +129,18 @@ def meta_train(algo: MetaAlgorithm, pools: dict[str, list[Utterance]], config: M
         first = records[-1]["step"] + 1
         progress = tqdm(range(first, config.steps + 1), desc=f"meta-train {type(algo).__name__}", leave=False,
                         initial=first - 1, total=config.steps, disable=not writer)
+        trained = records[-1].get("train_seconds", 0.0)
         for step in progress:
-            loss, grads = group.meta_gradient(algo, _draw(pools, sampler, config, step, device))
+            started = time.perf_counter()
+            loss, grads = group.meta_gradient(algo, _draw(pools, sampler, config, step, device, augment))
             optimizer.zero_grad()
             for p, g in zip(params, grads, strict=True):
                 p.grad = None if g is None else g.detach()
             norm = float(torch.nn.utils.clip_grad_norm_(params, config.clip_norm))
             optimizer.step()
+            trained += time.perf_counter() - started
             progress.set_postfix(loss=f"{float(loss):.3f}")
-            record({"step": step, "loss": float(loss), "grad_norm": norm})
+            record({"step": step, "loss": float(loss), "grad_norm": norm, "train_seconds": round(trained, 3)})
             if checkpoint_every and step % checkpoint_every == 0 and step < config.steps:
                 save()
     if events:
