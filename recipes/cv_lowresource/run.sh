@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Low-resource ASR by meta-learning, Common Voice style: meta-train a CTC model on source languages, adapt it to
-# each target language on a few minutes of speech, decode with a beam search and the target's n-gram LM, score.
+# Low-resource ASR by meta-learning: meta-train a CTC model on source languages, adapt it to each target language
+# on a few minutes of speech, decode with a beam search and the target's n-gram LM, score.
 #
-#   ./run.sh                                   # the built-in demo corpus, every stage (sets itself up)
+#   ./run.sh                                   # built-in real speech (asterisk-core-sounds), every stage
+#   ./run.sh --corpus demo                     # the built-in synthetic (espeak-ng) corpus of earlier releases
+#   ./run.sh --target-corpus local/my_corpus.py --target-corpus-dir /data/my_lang --target-langs xx
+#                                              # your own recordings as the target, the built-in sources
 #   ./run.sh --cv-root /data/cv-corpus-21.0 --source-langs "de es it" --target-langs "eo"
 #   ./run.sh --stage 6 --stop-stage 6 --beam 32  # re-decode with another beam, nothing before it redone
 #   ./run.sh --mini                            # every stage on a tiny slice (conf/mini.conf), for CI
@@ -18,25 +21,34 @@ cd "$(dirname "$0")"
 stage=0                 # first stage to run
 stop_stage=8            # last stage to run
 nj=2                    # parallel jobs (corpus, features, adaptation, decoding)
-cv_root=""              # a Common Voice release (dir with <lang>/); empty: generate the built-in demo corpus
-corpus=""               # another corpus: a plug-in name or file (local/my_corpus.py, see recipes/TEMPLATE)
-corpus_dir=""           # the directory of --corpus
-demo_minutes=30.0        # demo corpus: minutes of speech per language
-source_langs="de es it pl cs ru"  # languages meta-trained on
-target_langs="eo pt"    # languages adapted to (never seen in meta-training)
+corpus=asterisk         # asterisk: built-in real speech; demo: built-in espeak-ng speech; or a plug-in name or file
+corpus_dir=""           # the directory of --corpus (asterisk: /usr/share/asterisk/sounds)
+cv_root=""              # a Common Voice release (dir with <lang>/): short for --corpus commonvoice --corpus-dir DIR
+target_corpus=""        # the target languages' corpus when it is another one (a plug-in name or file)
+target_corpus_dir=""    # the directory of --target-corpus
+source_langs=""         # languages meta-trained on (empty: the corpus's; asterisk: en fr ru, demo: de es it pl cs ru)
+target_langs=""         # languages adapted to, never seen in meta-training (empty: asterisk: es it, demo: eo pt)
+synthetic_langs=""      # espeak-ng languages added as synthetic source tasks (never a target language)
+demo_minutes=30.0       # demo and synthetic corpora: minutes of speech per language
+sample_rate=0           # feature sample rate in Hz, every corpus resampled to it (0: 8000 for asterisk, else 16000)
+num_mel_bins=0          # fbank bins (0: 40 at 8 kHz, 80 above)
 budgets="1 2 5"         # adaptation budgets, minutes of target speech
-algos="default"         # methods: default = scratch multilingual fomaml maml metasgd; all adds reptile anil pnn
-meta_config=conf/meta_train.yaml  # metarecipe meta-train config (model, inner loop, steps)
-adapt_config=conf/adapt.yaml      # metarecipe adapt config
+adapt_seeds="0 1 2"     # adaptation seeds: each draws other minutes of the budget (mean and CI over them)
+algos="default"         # methods: default = scratch multilingual maml metasgd; all adds fomaml reptile anil pnn
+meta_config=conf/meta_train.yaml  # metarecipe meta-train config (model, inner loop, augmentation)
+adapt_config=conf/adapt.yaml      # metarecipe adapt config of every method but scratch
+scratch_config=conf/scratch.yaml  # the scratch baseline's model (a size for minutes of speech)
+scratch_adapt_config=conf/adapt_scratch.yaml  # and its training schedule
 meta_init=multilingual  # meta-learners start from this method's model (empty: from scratch)
 meta_steps=400          # meta-training steps (of every method without --meta-init)
-meta_steps_after_init=150  # meta-training steps of the methods that start from --meta-init
+meta_steps_after_init=150  # steps of the methods that start from --meta-init, and of multilingual's continuation
 meta_lr_after_init=0.0005  # their outer learning rate
 meta_nproc=1            # processes per meta-training run (torchrun when above 1)
 lm_unit=char            # n-gram LM over char (the model's tokens) or word
 lm_order=6              # n-gram order
 beam=16                 # beam size
 lm_weight=0.8           # LM weight (shallow fusion)
+insertion_bonus=1.5     # per token, balances the LM's cost of every character (chosen on source dev sets)
 token_threshold=-6      # per frame, tokens more than this (ln) below the best are not tried
 decode_set=test         # the target split decoded and scored
 compress_keep_units=0.9     # stage 8: share of GRU units and projection outputs kept by structured pruning
@@ -44,7 +56,7 @@ compress_keep_channels=0.75 # stage 8: share of convolution channels kept
 compress_sparsity=0.2       # stage 8: share of the remaining weights zeroed by global magnitude pruning
 compress_finetune=true      # stage 8: fine-tune pruned models on their adaptation budget
 compress_distill=1.0        # stage 8: fine-tune objective, (1 - w) x CTC + w x KL from the unpruned model
-compress_methods=""         # stage 8: the methods whose adapted models are compressed (empty: all)
+compress_methods="maml"     # stage 8: the methods whose adapted models are compressed (empty: all)
 seed=0                  # corpus and sampling seed
 data=data               # data directories
 exp=exp                 # experiment directories
@@ -65,65 +77,114 @@ set -- "${args[@]+"${args[@]}"}"
 . utils/lib.sh
 
 case $algos in
-  default) algos="scratch multilingual fomaml maml metasgd" ;;
+  default) algos="scratch multilingual maml metasgd" ;;
   all) algos="scratch multilingual fomaml maml metasgd reptile anil pnn" ;;
 esac
 for algo in $algos; do
   case $algo in scratch|multilingual|fomaml|maml|metasgd|reptile|anil|pnn) ;;
     *) echo "run.sh: --algos: unknown method '$algo'" >&2; exit 1 ;; esac
 done
-langs="$source_langs $target_langs"
-demo=false
-if [ -n "$cv_root" ]; then
-  corpus=commonvoice corpus_dir=$cv_root
-elif [ -z "$corpus_dir" ]; then
-  [ -z "$corpus" ] || { echo "run.sh: --corpus $corpus needs --corpus-dir" >&2; exit 1; }
-  demo=true corpus=commonvoice corpus_dir=$data/corpus
+case $corpus in
+  asterisk) corpus_dir=${corpus_dir:-/usr/share/asterisk/sounds} default_sources="en fr ru" default_targets="es it" ;;
+  demo) corpus_dir=${corpus_dir:-$data/corpus} default_sources="de es it pl cs ru" default_targets="eo pt" ;;
+  *) default_sources="" default_targets="" ;;
+esac
+[ -z "$cv_root" ] || corpus=commonvoice corpus_dir=$cv_root
+source_langs=${source_langs:-$default_sources}
+target_langs=${target_langs:-$default_targets}
+[ -n "$corpus_dir" ] || { echo "run.sh: --corpus $corpus needs --corpus-dir" >&2; exit 1; }
+[ -n "$source_langs" ] && [ -n "$target_langs" ] ||
+  { echo "run.sh: --corpus $corpus needs --source-langs and --target-langs" >&2; exit 1; }
+if [ -n "$target_corpus" ]; then
+  [ -n "$target_corpus_dir" ] || { echo "run.sh: --target-corpus $target_corpus needs --target-corpus-dir" >&2; exit 1; }
+else
+  target_corpus=$corpus target_corpus_dir=$corpus_dir
 fi
-[ -n "$corpus" ] || { echo "run.sh: --corpus-dir $corpus_dir needs --corpus (a plug-in name or .py file)" >&2; exit 1; }
+for lang in $target_langs; do  # a target is never seen in meta-training, in any form
+  [[ " $source_langs $synthetic_langs " != *" $lang "* ]] ||
+    { echo "run.sh: $lang is a target language and also a source (--source-langs or --synthetic-langs)" >&2; exit 1; }
+done
+[ "$sample_rate" -gt 0 ] || sample_rate=$([ "$corpus" = asterisk ] && echo 8000 || echo 16000)
+[ "$num_mel_bins" -gt 0 ] || num_mel_bins=$([ "$sample_rate" -le 8000 ] && echo 40 || echo 80)
+langs="$source_langs $target_langs"
+# every data dir of the run by split: the corpus's languages under $data/<lang>, the synthetic sources under
+# $data/synthetic/<lang>
+source_dirs() { for l in $source_langs; do echo "$data/$l/$1"; done; for l in $synthetic_langs; do echo "$data/synthetic/$l/$1"; done; }
+all_dirs() { source_dirs "$1"; for l in $target_langs; do echo "$data/$l/$1"; done; }
 threads_per_job=$(( $(nproc) / nj > 0 ? $(nproc) / nj : 1 ))
 mkdir -p "$exp"
-log "options: $(for n in stage stop_stage nj cv_root source_langs target_langs budgets algos meta_init meta_nproc \
-  beam lm_weight token_threshold decode_set; do printf '%s=%q ' "$n" "${!n}"; done)"
+log "options: $(for n in stage stop_stage nj corpus corpus_dir target_corpus target_corpus_dir source_langs target_langs \
+  synthetic_langs sample_rate num_mel_bins budgets adapt_seeds algos meta_init meta_nproc beam lm_weight \
+  token_threshold decode_set; do printf '%s=%q ' "$n" "${!n}"; done)"
+
+# the corpora of the run as "corpus dir name": name is where the languages' data dirs go ($data/<lang>, or
+# $data/synthetic/<lang> for the synthetic source languages)
+corpora() {
+  if [ "$target_corpus" = "$corpus" ] && [ "$target_corpus_dir" = "$corpus_dir" ]; then
+    echo "$corpus $corpus_dir corpus $langs"
+  else
+    echo "$corpus $corpus_dir corpus $source_langs"
+    echo "$target_corpus $target_corpus_dir target $target_langs"
+  fi
+  [ -z "$synthetic_langs" ] || echo "demo $data/synthetic_corpus synthetic $synthetic_langs"
+}
+
+mapfile -t corpus_specs < <(corpora)
+
+# fetch_corpus CORPUS DIR NAME LANG...: the corpus installed (asterisk), generated (demo) or checked
+fetch_corpus() {
+  local corpus=$1 dir=$2 name=$3
+  shift 3
+  case $corpus in
+    asterisk) install_asterisk_sounds "$@" ;;
+    demo)
+      install_demo_tools "$@"
+      once "$dir" "$exp/log/corpus_$name.log" \
+        metarecipe make-demo-corpus "$dir" --langs "$@" --minutes "$demo_minutes" --seed "$seed" --nj "$nj" ;;
+    commonvoice)
+      for lang in "$@"; do
+        [ -f "$dir/$lang/train.tsv" ] || [ -f "$dir/$lang/validated.tsv" ] ||
+          { log "$dir has no $lang/train.tsv or $lang/validated.tsv (a Common Voice release?)"; return 1; }
+      done ;;
+    *) [ -d "$dir" ] || { log "corpus directory $dir: not a directory"; return 1; } ;;
+  esac
+}
+
+# prepare_corpus CORPUS DIR NAME LANG...: the data dirs of these languages (the demo corpus in Common Voice layout)
+prepare_corpus() {
+  local corpus=$1 dir=$2 name=$3 out=$data
+  shift 3
+  [ "$name" != synthetic ] || out=$data/synthetic
+  [ "$corpus" != demo ] || corpus=commonvoice
+  once "$out/.prepared/$name" "$exp/log/prepare_data_$name.log" \
+    metarecipe prepare-data "$corpus" "$dir" "$out" --langs "$@" --splits train dev test
+}
 
 if stage 0 corpus; then
-  if $demo; then
-    install_demo_tools $langs
-    once "$corpus_dir" "$exp/log/corpus.log" \
-      metarecipe make-demo-corpus "$corpus_dir" --langs $langs --minutes "$demo_minutes" --seed "$seed" --nj "$nj"
-  elif [ "$corpus" = commonvoice ]; then
-    for lang in $langs; do
-      [ -f "$corpus_dir/$lang/train.tsv" ] || [ -f "$corpus_dir/$lang/validated.tsv" ] ||
-        { log "$corpus_dir has no $lang/train.tsv or $lang/validated.tsv (a Common Voice release?)"; exit 1; }
-    done
-  else
-    [ -d "$corpus_dir" ] || { log "--corpus-dir $corpus_dir: not a directory"; exit 1; }
-  fi
+  install_noise_recordings
+  for spec in "${corpus_specs[@]}"; do fetch_corpus $spec; done
   stage_end
 fi
 
 if stage 1 "data prep"; then
-  once "$data" "$exp/log/prepare_data.log" \
-    metarecipe prepare-data "$corpus" "$corpus_dir" "$data" --langs $langs --splits train dev test
+  for spec in "${corpus_specs[@]}"; do prepare_corpus $spec; done
   stage_end
 fi
 
 if stage 2 features; then
-  for lang in $langs; do
-    for split in train dev test; do
-      spawn once "$data/$lang/$split/fbank" "$exp/log/feats_${lang}_$split.log" \
-        metarecipe compute-feats "$data/$lang/$split" --nj 1
-    done
+  for dir in $(all_dirs train) $(all_dirs dev) $(all_dirs test); do
+    spawn once "$dir/fbank" "$exp/log/feats_$(echo "${dir#"$data"/}" | tr / _).log" \
+      metarecipe compute-feats "$dir" --nj 1 --sample-rate "$sample_rate" --num-mel-bins "$num_mel_bins"
   done
   wait_all
   stage_end
 fi
 
 if stage 3 "tokens + LM"; then
-  once "$data/lang" "$exp/log/tokens.log" metarecipe make-tokens "$data/lang/tokens.txt" $(for l in $langs; do echo "$data/$l/train"; done)
+  once "$data/lang" "$exp/log/tokens.log" metarecipe make-tokens "$data/lang/tokens.txt" $(all_dirs train)
   for lang in $target_langs; do
-    lm_source=(--demo)
-    $demo || lm_source=(--kaldi-text "$data/$lang/train/text")  # the target's transcripts (more text helps)
+    lm_source=(--kaldi-text "$data/$lang/train/text")  # the target's transcripts (more text helps)
+    [ "$target_corpus" != demo ] || lm_source=(--demo)
     mkdir -p "$data/lm/$lang/text"
     once "$data/lm/$lang/text" "$exp/log/lm_text_$lang.log" metarecipe lm-text "$data/lm/$lang/text/lm.txt" --lang "$lang" \
       "${lm_source[@]}" --exclude "$data/$lang/dev/text" "$data/$lang/test/text"
@@ -134,69 +195,98 @@ if stage 3 "tokens + LM"; then
   stage_end
 fi
 
-# the model file each method adapts from, and its adaptation options
-model_of() {
+# meta_dir METHOD: the meta-training run whose final.pt the method adapts from. With --meta-init, multilingual's
+# own row adapts from its continuation for --meta-steps-after-init steps, so that every method but scratch has
+# trained as many steps; pnn grows a column on that same model.
+meta_dir() {
   case $1 in
-    pnn) echo "$exp/meta_multilingual/final.pt" ;;
-    *) echo "$exp/meta_$1/final.pt" ;;
+    multilingual|pnn)
+      if [ "$meta_init" = multilingual ] && [ "$meta_steps_after_init" -gt 0 ]; then echo "$exp/meta_multilingual_long"
+      else echo "$exp/meta_multilingual"; fi ;;
+    *) echo "$exp/meta_$1" ;;
   esac
 }
-adapt_options_of() { [ "$1" = pnn ] && echo rule=pnn || true; }
+model_of() { echo "$(meta_dir "$1")/final.pt"; }
+adapt_options_of() {
+  case $1 in
+    pnn) echo "--config $adapt_config rule=pnn" ;;
+    scratch) echo "--config $scratch_adapt_config" ;;
+    *) echo "--config $adapt_config" ;;
+  esac
+}
 list() { local IFS=,; echo "[$*]"; }
+
+# meta_train DIR STEPS INIT OPTION...: one meta-training run (INIT: a model file to start from, or "")
+meta_train() {
+  local dir=$1 steps=$2 init=$3
+  shift 3
+  local options=(data.train="$(list $(source_dirs train))" data.held_out="$(list $(source_dirs dev))"
+                 data.tokens="$data/lang/tokens.txt" model.num_mel_bins="$num_mel_bins" train.seed="$seed"
+                 train.steps="$steps")
+  [ -z "$init" ] || options+=(init="$init" train.meta_lr="$meta_lr_after_init")
+  [ "$force" = false ] || set_aside "$dir"
+  once "$dir" "$exp/log/$(basename "$dir").log" meta_train_cmd "$meta_nproc" --exp-dir "$dir" "$@" "${options[@]}"
+}
 
 if stage 4 meta-train; then
   meta_algos=$(for a in $algos; do case $a in pnn) echo multilingual ;; *) echo "$a" ;; esac; done | awk '!seen[$0]++')
   if [ -n "$meta_init" ]; then  # the initialising method first
-    meta_algos=$( (echo "$meta_init"; echo "$meta_algos") | awk '!seen[$0]++')
+    meta_train "$exp/meta_$meta_init" "$meta_steps" "" --config "$meta_config" algorithm="$meta_init"
   fi
-  train_dirs=$(list $(for l in $source_langs; do echo "$data/$l/train"; done))
-  held_out_dirs=$(list $(for l in $source_langs; do echo "$data/$l/dev"; done))
   for algo in $meta_algos; do
-    init=(train.steps="$meta_steps")
-    if [ -n "$meta_init" ] && [ "$algo" != "$meta_init" ] && [ "$algo" != scratch ]; then
-      init=(init="$(model_of "$meta_init")" train.steps="$meta_steps_after_init" train.meta_lr="$meta_lr_after_init")
+    if [ "$algo" = scratch ]; then  # its own small model: the seeded initial parameters only
+      meta_train "$exp/meta_scratch" 1 "" --config "$scratch_config" algorithm=scratch
+    elif [ -z "$meta_init" ]; then
+      meta_train "$exp/meta_$algo" "$meta_steps" "" --config "$meta_config" algorithm="$algo"
+    elif [ "$algo" = "$meta_init" ]; then
+      [ "$(meta_dir "$algo")" = "$exp/meta_$algo" ] ||
+        meta_train "$(meta_dir "$algo")" "$meta_steps_after_init" "$exp/meta_$meta_init/final.pt" \
+          --config "$meta_config" algorithm="$algo"
+    else
+      meta_train "$exp/meta_$algo" "$meta_steps_after_init" "$exp/meta_$meta_init/final.pt" \
+        --config "$meta_config" algorithm="$algo"
     fi
-    once "$exp/meta_$algo" "$exp/log/meta_$algo.log" meta_train_cmd "$meta_nproc" --config "$meta_config" \
-      --exp-dir "$exp/meta_$algo" algorithm="$algo" data.train="$train_dirs" data.held_out="$held_out_dirs" \
-      data.tokens="$data/lang/tokens.txt" train.seed="$seed" "${init[@]}"
   done
   stage_end
 fi
 
-adapt_dir() { echo "$exp/adapt/${1}_${2}_${3}m"; }
-# every adaptation of the run as method:lang:minutes
-adaptations=$(for a in $algos; do for l in $target_langs; do for m in $budgets; do echo "$a:$l:$m"; done; done; done)
+adapt_dir() { echo "$exp/adapt/${1}_${2}_${3}m_s$4"; }
+# every adaptation of the run as method:lang:minutes:seed
+adaptations=$(for a in $algos; do for l in $target_langs; do for m in $budgets; do for s in $adapt_seeds; do
+  echo "$a:$l:$m:$s"; done; done; done; done)
 
 if stage 5 adapt; then
   export OMP_NUM_THREADS=$threads_per_job
   for run in $adaptations; do
-    IFS=: read -r algo lang minutes <<< "$run"
-    dir=$(adapt_dir "$algo" "$lang" "$minutes")
-    spawn once "$dir" "$exp/log/adapt_${algo}_${lang}_${minutes}m.log" \
-      run_cmd metarecipe adapt --config "$adapt_config" --exp-dir "$dir" model="$(model_of "$algo")" \
-      data="$data/$lang/train" adapt.minutes="$minutes" adapt.seed="$seed" $(adapt_options_of "$algo")
+    IFS=: read -r algo lang minutes adapt_seed <<< "$run"
+    dir=$(adapt_dir "$algo" "$lang" "$minutes" "$adapt_seed")
+    [ "$force" = false ] || set_aside "$dir"
+    spawn once "$dir" "$exp/log/adapt_$(basename "$dir").log" \
+      run_cmd metarecipe adapt $(adapt_options_of "$algo") --exp-dir "$dir" model="$(model_of "$algo")" \
+      data="$data/$lang/train" adapt.minutes="$minutes" adapt.seed="$adapt_seed"
   done
   wait_all
   unset OMP_NUM_THREADS
   stage_end
 fi
 
-# decode_and_score ADAPT_DIR METHOD LANG MINUTES DECODE_OPTION...: hypotheses and scores of the decode set
+# decode_and_score ADAPT_DIR METHOD LANG MINUTES SEED DECODE_OPTION...: hypotheses and scores of the decode set
 decode_and_score() {
   local dir=$1/decode_$decode_set
-  run_cmd metarecipe decode "$1/adapted.pt" "$data/$3/$decode_set" "$dir" "${@:5}" &&
+  run_cmd metarecipe decode "$1/adapted.pt" "$data/$3/$decode_set" "$dir" "${@:6}" &&
   metarecipe score --ref "$data/$3/$decode_set/text" --hyp "$dir/hyp" --utt2spk "$data/$3/$decode_set/utt2spk" \
-    --out-dir "$dir" --tag method="$2" --tag target="$3" --tag minutes="$4" --tag set="$decode_set"
+    --out-dir "$dir" --tag method="$2" --tag target="$3" --tag minutes="$4" --tag seed="$5" --tag set="$decode_set"
 }
 
 if stage 6 "decode + score"; then
   export OMP_NUM_THREADS=$threads_per_job
   for run in $adaptations; do
-    IFS=: read -r algo lang minutes <<< "$run"
-    dir=$(adapt_dir "$algo" "$lang" "$minutes")
-    spawn once "$dir/decode_$decode_set" "$exp/log/decode_${algo}_${lang}_${minutes}m.log" \
-      decode_and_score "$dir" "$algo" "$lang" "$minutes" --lm "$data/lm/$lang/${lm_unit}$lm_order/lm.arpa" \
-      --lm-unit "$([ "$lm_unit" = char ] && echo token || echo word)" --beam "$beam" --lm-weight "$lm_weight" --token-threshold "$token_threshold"
+    IFS=: read -r algo lang minutes adapt_seed <<< "$run"
+    dir=$(adapt_dir "$algo" "$lang" "$minutes" "$adapt_seed")
+    spawn once "$dir/decode_$decode_set" "$exp/log/decode_$(basename "$dir").log" \
+      decode_and_score "$dir" "$algo" "$lang" "$minutes" "$adapt_seed" --lm "$data/lm/$lang/${lm_unit}$lm_order/lm.arpa" \
+      --lm-unit "$([ "$lm_unit" = char ] && echo token || echo word)" --beam "$beam" --lm-weight "$lm_weight" --insertion-bonus "$insertion_bonus" \
+      --token-threshold "$token_threshold"
   done
   wait_all
   unset OMP_NUM_THREADS
@@ -204,26 +294,30 @@ if stage 6 "decode + score"; then
 fi
 
 # write_report: RESULTS.md and cer_vs_minutes.png from every score of the run (compressed models' included),
-# unless the scores and decoding times are those of the last report
+# unless the scores, adaptation summaries and meta-training runs are those of the last report
 write_report() {
-  local scores signature
+  local scores signature meta_dirs=() algo
+  for algo in $algos; do meta_dirs+=(--meta-dir "$algo=$(meta_dir "$algo")"); done
   scores=$(for run in $adaptations; do
-    IFS=: read -r algo lang minutes <<< "$run"
-    dir=$(adapt_dir "$algo" "$lang" "$minutes")
+    IFS=: read -r algo lang minutes adapt_seed <<< "$run"
+    dir=$(adapt_dir "$algo" "$lang" "$minutes" "$adapt_seed")
     cat "$dir/decode_$decode_set/.done" 2>/dev/null || echo "missing $run"
-    cat "$dir"/compress/*/.done "$dir"/decode_"$decode_set"/{scores,decode}.json \
+    cat "$dir/adapt.json" "$dir"/compress/*/.done "$dir"/decode_"$decode_set"/{scores,decode}.json \
       "$dir"/compress/*/decode_"$decode_set"/{scores,decode}.json 2>/dev/null || true
-  done)
+  done; for algo in $algos; do cat "$(meta_dir "$algo")/.done" 2>/dev/null || true; done)
   signature="report $algos $(printf '%s' "$scores" | md5sum | cut -c1-16)"
   if ! is_done "$exp/report" "$signature"; then
     metarecipe report "$exp/adapt" --out RESULTS.md --plot cer_vs_minutes.png --set "$decode_set" \
-      --methods $algos --title "Results: recipes/cv_lowresource" \
-      --setting "corpus=$($demo && echo "built-in demo corpus ($demo_minutes min per language, seed $seed)" ||
-        echo "$corpus_dir ($corpus)")" \
-      --setting "source languages=$source_langs" --setting "target languages=$target_langs" \
-      --setting "budgets (min)=$budgets" --setting "meta-training=$meta_config, initialised from: ${meta_init:-none}" \
-      --setting "adaptation=$adapt_config" \
-      --setting "decoding=beam $beam, token threshold $token_threshold, $lm_unit $lm_order-gram LM weight $lm_weight, set $decode_set" > /dev/null
+      --methods $algos "${meta_dirs[@]}" --title "Results: recipes/cv_lowresource" \
+      --setting "corpus=$corpus_dir ($corpus)$([ "$target_corpus_dir" = "$corpus_dir" ] ||
+        echo ", targets: $target_corpus_dir ($target_corpus)")" \
+      --setting "source languages=$source_langs$([ -z "$synthetic_langs" ] || echo " + synthetic $synthetic_langs")" \
+      --setting "target languages=$target_langs" \
+      --setting "features=$num_mel_bins-bin fbank at $sample_rate Hz (every corpus resampled to it)" \
+      --setting "budgets (min)=$budgets, adaptation seeds $adapt_seeds" \
+      --setting "meta-training=$meta_config, initialised from: ${meta_init:-none}" \
+      --setting "adaptation=$adapt_config (scratch: $scratch_config, $scratch_adapt_config)" \
+      --setting "decoding=beam $beam, token threshold $token_threshold, $lm_unit $lm_order-gram LM weight $lm_weight, insertion bonus $insertion_bonus, set $decode_set" > /dev/null
     mark_done "$exp/report" "$signature"
   fi
   cat RESULTS.md
@@ -234,47 +328,49 @@ if stage 7 report; then
   stage_end
 fi
 
-# compress_decode_score ADAPT_DIR VARIANT METHOD LANG MINUTES MODEL "DECODE_OPTIONS" COMPRESS_OPTION...: compresses
+# compress_decode_score ADAPT_DIR VARIANT METHOD LANG MINUTES MODEL "DECODE_OPTIONS" SEED COMPRESS_OPTION...: compresses
 # MODEL into ADAPT_DIR/compress/VARIANT, decodes it on 1 thread and scores it (the decoding options are one word of
 # the command, so that its done-marker changes with them)
 compress_decode_score() {
   local dir=$1/compress/$2 lang=$4 decoding
   read -ra decoding <<< "$7"
-  run_cmd metarecipe compress "$6" "$dir/model.pt" "${@:8}" &&
+  run_cmd metarecipe compress "$6" "$dir/model.pt" "${@:9}" &&
   run_cmd metarecipe decode "$dir/model.pt" "$data/$lang/$decode_set" "$dir/decode_$decode_set" --threads 1 \
     --lm "$data/lm/$lang/${lm_unit}$lm_order/lm.arpa" --lm-unit "$([ "$lm_unit" = char ] && echo token || echo word)" \
     "${decoding[@]}" &&
   metarecipe score --ref "$data/$lang/$decode_set/text" --hyp "$dir/decode_$decode_set/hyp" \
     --out-dir "$dir/decode_$decode_set" --tag method="$3" --tag target="$lang" --tag minutes="$5" \
-    --tag set="$decode_set" --tag variant="$2"
+    --tag seed="$8" --tag set="$decode_set" --tag variant="$2"
 }
 
-# compress_variants ADAPT_DIR METHOD LANG MINUTES: fp32 (the adapted model exported), int8, pruned (and
+# compress_variants ADAPT_DIR METHOD LANG MINUTES SEED: fp32 (the adapted model exported), int8, pruned (and
 # fine-tuned), pruned + int8 (the pruned model quantized)
 compress_variants() {
-  local dir=$1 name="${2}_${3}_${4}m" model=$1/adapted.pt
-  local decoding="--beam $beam --lm-weight $lm_weight --token-threshold $token_threshold"
+  local dir=$1 name=$(basename "$1") model=$1/adapted.pt
+  local decoding="--beam $beam --lm-weight $lm_weight --insertion-bonus $insertion_bonus --token-threshold $token_threshold"
   local prune=(--keep-units "$compress_keep_units" --keep-channels "$compress_keep_channels"
                --sparsity "$compress_sparsity")
-  $compress_finetune && prune+=(--finetune-data "$data/$3/train" --finetune-minutes "$4" --seed "$seed"
+  $compress_finetune && prune+=(--finetune-data "$data/$3/train" --finetune-minutes "$4" --seed "$5"
                                 --distill "$compress_distill")
   once "$dir/compress/fp32" "$exp/log/compress_${name}_fp32.log" \
-    compress_decode_score "$dir" fp32 "$2" "$3" "$4" "$model" "$decoding" &&
+    compress_decode_score "$dir" fp32 "$2" "$3" "$4" "$model" "$decoding" "$5" &&
   once "$dir/compress/int8" "$exp/log/compress_${name}_int8.log" \
-    compress_decode_score "$dir" int8 "$2" "$3" "$4" "$model" "$decoding" --int8 &&
+    compress_decode_score "$dir" int8 "$2" "$3" "$4" "$model" "$decoding" "$5" --int8 &&
   once "$dir/compress/pruned" "$exp/log/compress_${name}_pruned.log" \
-    compress_decode_score "$dir" pruned "$2" "$3" "$4" "$model" "$decoding" "${prune[@]}" &&
+    compress_decode_score "$dir" pruned "$2" "$3" "$4" "$model" "$decoding" "$5" "${prune[@]}" &&
   once "$dir/compress/pruned_int8" "$exp/log/compress_${name}_pruned_int8.log" \
-    compress_decode_score "$dir" pruned_int8 "$2" "$3" "$4" "$dir/compress/pruned/model.pt" "$decoding" --int8
+    compress_decode_score "$dir" pruned_int8 "$2" "$3" "$4" "$dir/compress/pruned/model.pt" "$decoding" "$5" --int8
 }
 
 if stage 8 compress; then
   export OMP_NUM_THREADS=1
   for run in $adaptations; do
-    IFS=: read -r algo lang minutes <<< "$run"
+    IFS=: read -r algo lang minutes adapt_seed <<< "$run"
     if [ -n "$compress_methods" ] && ! [[ " $compress_methods " == *" $algo "* ]]; then continue; fi
     if [ "$algo" = pnn ]; then log "pnn: progressive networks are not compressed"; continue; fi
-    spawn compress_variants "$(adapt_dir "$algo" "$lang" "$minutes")" "$algo" "$lang" "$minutes"
+    [ "$adapt_seed" = "${adapt_seeds%% *}" ] || continue  # the first adaptation seed's models
+    spawn compress_variants "$(adapt_dir "$algo" "$lang" "$minutes" "$adapt_seed")" "$algo" "$lang" "$minutes" \
+      "$adapt_seed"
   done
   wait_all
   unset OMP_NUM_THREADS

@@ -41,6 +41,14 @@ once() {
   fi
 }
 
+# set_aside DIR: --force's way to redo a unit of work: DIR, if any, becomes DIR.prev (replacing an earlier one)
+set_aside() {
+  [ -e "$1" ] || return 0
+  rm -rf "$1.prev"
+  mv "$1" "$1.prev"
+  log "moved $1 aside to $1.prev (--force)"
+}
+
 # Parallel jobs: `spawn CMD...` starts CMD in the background, at most $nj at once; `wait_all` waits for every
 # job and returns 1 if any failed (each failure is logged by `once`; the others run on). Needs bash 5.1.
 _jobs_failed=0
