@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from collections import Counter
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path, PurePath
 
-from metarecipe.data.datadir import wav_problem
+from metarecipe.data.datadir import DataDir, DataDirError, validate_data_dir, wav_problem, write_data_dir
 from metarecipe.errors import InputError
 
 ENTRY_POINT_GROUP = "metarecipe.corpora"
@@ -114,3 +115,24 @@ def corpus_file(corpus_dir: str | Path, name: str) -> Path | str:
     if problem := wav_scp_problem(str(path)):
         return f"path {name!r} resolves to {str(path)!r}, which {problem}"
     return path
+
+
+def skipped_lines(skipped: list) -> list[str]:
+    """The lines of a skipped.tsv from (where, Dropped) pairs: one comment line per kind of reason with its count
+    (most frequent first), then `where<TAB>reason` per row left out."""
+    counts = Counter(reason.kind for _, reason in skipped)
+    return [f"# skipped\t{count}\t{kind}" for kind, count in sorted(counts.items(), key=lambda kc: (-kc[1], kc[0]))] \
+        + [f"{where}\t{reason}" for where, reason in skipped]
+
+
+def write_prepared(prepared: dict[str, tuple[DataDir, list[str]]], out_dir: Path) -> dict[str, Path]:
+    """Validates every data directory of `prepared` (name -> (data, skipped.tsv lines)), then writes them all
+    under out_dir: nothing is written when any is invalid (DataDirError listing its problems)."""
+    for name, (data, _) in prepared.items():
+        if problems := validate_data_dir(data, str(out_dir / name)):
+            raise DataDirError("\n".join(problems))
+    written = {}
+    for name, (data, skipped) in prepared.items():
+        written[name] = write_data_dir(data, out_dir / name)
+        (written[name] / "skipped.tsv").write_text("".join(f"{line}\n" for line in skipped), encoding="utf-8")
+    return written

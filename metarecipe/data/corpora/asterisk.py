@@ -43,9 +43,8 @@ from pathlib import Path
 import numpy as np
 
 from metarecipe.data.audio import AudioError, file_duration, read_audio_file
-from metarecipe.data.corpora import DataPrepError, corpus_file
-from metarecipe.data.corpora.commonvoice import skipped_lines
-from metarecipe.data.datadir import DataDir, DataDirError, id_problem, validate_data_dir, write_data_dir
+from metarecipe.data.corpora import DataPrepError, corpus_file, skipped_lines, write_prepared
+from metarecipe.data.datadir import DataDir, id_problem
 from metarecipe.text.normalize import Dropped, normalize_or_drop
 
 SPLITS = ("train", "dev", "test")
@@ -419,11 +418,4 @@ def prepare(corpus_dir, out_dir, langs=None, splits=SPLITS, seed=0, train_share=
         assigned = assign_splits(seconds_by_text, shares, seed)
         print(_summary(language, assigned))
         prepared.update({f"{lang}/{split}": split_data(language, assigned, shares, seed, split) for split in splits})
-    for name, (data, _) in prepared.items():
-        if problems := validate_data_dir(data, str(out_dir / name)):
-            raise DataDirError("\n".join(problems))
-    written = {}
-    for name, (data, skipped) in prepared.items():
-        written[name] = write_data_dir(data, out_dir / name)
-        (written[name] / "skipped.tsv").write_text("".join(f"{line}\n" for line in skipped), encoding="utf-8")
-    return written
+    return write_prepared(prepared, out_dir)

@@ -24,12 +24,11 @@ sentences (compared after normalisation).
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 from metarecipe.data.audio import AudioError, file_duration
-from metarecipe.data.corpora import DataPrepError, corpus_file
-from metarecipe.data.datadir import DataDir, DataDirError, id_problem, validate_data_dir, write_data_dir
+from metarecipe.data.corpora import DataPrepError, corpus_file, skipped_lines, write_prepared
+from metarecipe.data.datadir import DataDir, id_problem
 from metarecipe.text.normalize import Dropped, normalize, normalize_or_drop
 
 REQUIRED_COLUMNS = ("client_id", "path", "sentence")
@@ -113,14 +112,6 @@ def _clip(lang_dir: Path, clip: str) -> tuple[Path, float] | Dropped:
         Dropped("clip too short", f"clip of {seconds:.2f} s is too short")
 
 
-def skipped_lines(skipped: list[tuple[str, Dropped]]) -> list[str]:
-    """The lines of a skipped.tsv: one comment line per kind of reason with its count (most frequent first),
-    then `where<TAB>reason` per row left out."""
-    counts = Counter(reason.kind for _, reason in skipped)
-    return [f"# skipped\t{count}\t{kind}" for kind, count in sorted(counts.items(), key=lambda kc: (-kc[1], kc[0]))] \
-        + [f"{where}\t{reason}" for where, reason in skipped]
-
-
 def read_split(lang_dir: Path, lang: str, split: str, train_from_validated: bool = False) -> tuple[DataDir, list[str]]:
     """The data directory of one split of one language, and the lines of its skipped.tsv."""
     source = "validated.tsv" if split == "train" and train_from_validated else f"{split}.tsv"
@@ -164,11 +155,4 @@ def prepare(corpus_dir, out_dir, langs=None, splits=SPLITS, train_from_validated
             raise DataPrepError(f"{corpus_dir}: no <lang>/*.tsv inside (is this a Common Voice release?)")
     prepared = {f"{lang}/{split}": read_split(corpus_dir / lang, lang, split, train_from_validated)
                 for lang in langs for split in splits}
-    for name, (data, _) in prepared.items():
-        if problems := validate_data_dir(data, str(out_dir / name)):
-            raise DataDirError("\n".join(problems))
-    written = {}
-    for name, (data, skipped) in prepared.items():
-        written[name] = write_data_dir(data, out_dir / name)
-        (written[name] / "skipped.tsv").write_text("".join(f"{line}\n" for line in skipped), encoding="utf-8")
-    return written
+    return write_prepared(prepared, out_dir)
