@@ -20,7 +20,8 @@ import torch
 
 from metarecipe.data import read_data_dir
 from metarecipe.data.corpora import get_corpus
-from metarecipe.decode import error_rate, greedy_decode
+from metarecipe.decode import error_rate
+from metarecipe.decode.greedy import greedy_decode
 from metarecipe.features import compute_feats
 from metarecipe.meta import InnerLoop, make_algorithm
 from metarecipe.meta.adapt import AdaptConfig, adapt

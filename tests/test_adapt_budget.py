@@ -19,7 +19,8 @@ from test_bad_input_cli import assert_one_line_error, run, run_process
 from metarecipe.config import ConfigError, load_config
 from metarecipe.data import read_data_dir
 from metarecipe.data.datadir import DataDir, write_data_dir
-from metarecipe.decode import error_rate, greedy_decode
+from metarecipe.decode import error_rate
+from metarecipe.decode.greedy import greedy_decode
 from metarecipe.features import compute_feats
 from metarecipe.meta.adapt import AdaptConfig, adapt, budget_split, plan_schedule
 from metarecipe.meta.sampling import collate, load_pools

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from metarecipe.cli.main import main
-from metarecipe.decode import edit_counts, error_rate, greedy_decode
+from metarecipe.decode import edit_counts, error_rate
 from metarecipe.decode.alignment import align
+from metarecipe.decode.greedy import greedy_decode
 from metarecipe.decode.scoring import group_table_lines, per_utt_lines, score, summary_lines, write_per_utt
 
 
@@ -263,3 +264,22 @@ def test_counts_equal_jiwers_on_decoded_demo_corpus_pairs(jiwer):
     hyps = [hyp for _, hyp in pairs] + ["" for _ in pairs[:20]] + [hyp for _, hyp in pairs[:20]]
     for unit in ("word", "char"):
         assert_counts_equal_jiwers(jiwer, refs, hyps, unit)
+
+
+def test_score_lm_text_and_compute_feats_run_without_loading_torch(tmp_path):
+    """A recipe runs these light commands hundreds of times: only the command run is imported, and none of them
+    pulls in torch (seconds per process)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "ref").write_text("u1 hola mundo\nu2 buenos dias\n")
+    (tmp_path / "hyp").write_text("u1 hola mundo\nu2 buenas dias\n")
+    code = ("import sys; from metarecipe.cli.main import main; "
+            f"rc = main(['score', '--ref', {str(tmp_path / 'ref')!r}, '--hyp', {str(tmp_path / 'hyp')!r}, "
+            f"'--out-dir', {str(tmp_path / 'out')!r}]); "
+            "import metarecipe.cli.lm_text, metarecipe.cli.compute_feats; "
+            "print(rc, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-2:] == ["0", "False"], done.stdout
+    assert "%WER 25.00" in (tmp_path / "out" / "wer").read_text()

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from metarecipe.checkpoints import write_atomic
+from metarecipe.atomic import write_atomic
 from metarecipe.compress.pipeline import CompressConfig, compress_model
 from metarecipe.config import ConfigError, FieldError
 from metarecipe.meta.adapt import AdaptConfig

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from metarecipe.checkpoints import write_atomic
+from metarecipe.atomic import write_atomic
 from metarecipe.decode.decoder import best_texts, decode, log_probs_of
 from metarecipe.decode.lm_tables import lm_tables
 from metarecipe.devices import resolve_device

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from metarecipe.checkpoints import write_atomic
+from metarecipe.atomic import write_atomic
 from metarecipe.cli.score import read_table
 from metarecipe.errors import InputError
 from metarecipe.text.normalize import normalize

@@ -3,60 +3,62 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import traceback
 
-from metarecipe.cli import (
-    adapt,
-    compress,
-    compute_feats,
-    decode,
-    lm_text,
-    make_demo_corpus,
-    make_tokens,
-    meta_train,
-    prepare_data,
-    report,
-    score,
-    speed_perturb,
-    train_lm,
-    validate_data_dir,
-)
 from metarecipe.errors import InputError
 
+# command -> its module under metarecipe.cli; only the module of the command run is imported (the others pull in
+# torch and numba, seconds per process, which a recipe's many short `score` or `lm-text` jobs would pay each time)
 COMMANDS = {
-    "make-demo-corpus": make_demo_corpus,
-    "prepare-data": prepare_data,
-    "validate-data-dir": validate_data_dir,
-    "speed-perturb": speed_perturb,
-    "compute-feats": compute_feats,
-    "make-tokens": make_tokens,
-    "lm-text": lm_text,
-    "meta-train": meta_train,
-    "adapt": adapt,
-    "train-lm": train_lm,
-    "decode": decode,
-    "compress": compress,
-    "score": score,
-    "report": report,
+    "make-demo-corpus": "make_demo_corpus",
+    "prepare-data": "prepare_data",
+    "validate-data-dir": "validate_data_dir",
+    "speed-perturb": "speed_perturb",
+    "compute-feats": "compute_feats",
+    "make-tokens": "make_tokens",
+    "lm-text": "lm_text",
+    "meta-train": "meta_train",
+    "adapt": "adapt",
+    "train-lm": "train_lm",
+    "decode": "decode",
+    "compress": "compress",
+    "score": "score",
+    "report": "report",
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_module(name: str):
+    """The module of command `name` (its add_parser and run)."""
+    return importlib.import_module(f"metarecipe.cli.{COMMANDS[name]}")
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or with `only` set, of that command alone (the rest listed by name)."""
     parser = argparse.ArgumentParser(prog="metarecipe", description="Low-resource ASR by meta-learning.")
     parser.add_argument("--debug", action="store_true", help="on an error, print the traceback too")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
-    for name, module in COMMANDS.items():
-        module.add_parser(sub, name)
+    for name in COMMANDS:
+        if only is None or name == only:
+            command_module(name).add_parser(sub, name)
+        else:
+            sub.add_parser(name)
     return parser
+
+
+def command_of(argv: list[str]) -> str | None:
+    """The command named on the command line (its first word that is not an option), if it is a known one."""
+    words = [a for a in argv if not a.startswith("-")]
+    return words[0] if words and words[0] in COMMANDS else None
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    args = build_parser(command_of(argv)).parse_args(argv)
     args.argv = [a for a in argv if a != "--debug"]  # the command line as given, for experiment records
     try:
-        return COMMANDS[args.command].run(args)
+        return command_module(args.command).run(args)
     except KeyboardInterrupt:
         print(f"metarecipe {args.command}: interrupted", file=sys.stderr)
         return 130

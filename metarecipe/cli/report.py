@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from metarecipe.checkpoints import write_atomic
+from metarecipe.atomic import write_atomic
 from metarecipe.errors import InputError
 from metarecipe.report import collect, plot_cer, results_markdown, training_compute
 from metarecipe.stats import RESAMPLES

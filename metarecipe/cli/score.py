@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from metarecipe.checkpoints import write_atomic
+from metarecipe.atomic import write_atomic
 from metarecipe.decode.scoring import (
     MODES,
     UNIT_NAMES,

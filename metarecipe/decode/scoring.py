@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metarecipe.checkpoints import write_atomic
+from metarecipe.atomic import write_atomic
 from metarecipe.decode.alignment import align, op_codes
 
 MODES = ("present", "all", "strict")

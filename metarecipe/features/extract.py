@@ -143,7 +143,10 @@ def compute_feats(data_dir, feat_dir=None, nj: int = 2, config: FbankConfig | No
                   data.segments[u].end if data.segments else -1.0) for u in chunks[j]] for j in range(nj)}
     inputs = {j: _job_inputs(items[j], feat_dir, config) for j in range(nj)}
     pending = [j for j in range(nj) if not _job_is_done(feat_dir, j, inputs[j])]
-    if pending:
+    if len(pending) == 1:  # one job: in this process (a worker's start-up would cost more than the job saves)
+        for j in tqdm(pending, desc=f"fbank {data_dir}", disable=not progress, unit="job"):
+            _run_job(j, items[j], str(feat_dir), config, inputs[j])
+    elif pending:
         context = multiprocessing.get_context("spawn")  # workers start clean: no inherited threads or locks
         with ProcessPoolExecutor(max_workers=min(nj, len(pending)), mp_context=context) as pool:
             futures = [pool.submit(_run_job, j, items[j], str(feat_dir), config, inputs[j]) for j in pending]

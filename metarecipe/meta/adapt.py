@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from metarecipe.config import ConfigError, require, require_at_least, require_positive
-from metarecipe.decode import error_rate, greedy_decode
+from metarecipe.decode import error_rate
+from metarecipe.decode.greedy import greedy_decode
 from metarecipe.features.augment import Augmenter
 from metarecipe.kernels import ctc_loss
 from metarecipe.meta.sampling import Utterance, collate, draw_seconds

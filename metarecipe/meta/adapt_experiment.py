@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metarecipe.checkpoints import write_atomic
+from metarecipe.atomic import write_atomic
 from metarecipe.config import ConfigError
 from metarecipe.devices import resolve_device
 from metarecipe.errors import InputError

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import torch
 
-from metarecipe.checkpoints import CheckpointDir, write_atomic
+from metarecipe.atomic import write_atomic
+from metarecipe.checkpoints import CheckpointDir
 from metarecipe.config import ConfigError, as_dict, dump_yaml, read_yaml, require, require_at_least, require_positive
 from metarecipe.data import read_data_dir
 from metarecipe.devices import resolve_device

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from metarecipe.checkpoints import CheckpointDir, write_atomic
+from metarecipe.atomic import write_atomic
+from metarecipe.checkpoints import CheckpointDir
 from metarecipe.config import require, require_at_least, require_positive
 from metarecipe.features.augment import Augmenter
 from metarecipe.meta.algorithms import MetaAlgorithm

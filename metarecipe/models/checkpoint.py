@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from metarecipe.checkpoints import write_atomic
+from metarecipe.atomic import write_atomic
 from metarecipe.config import from_mapping
 from metarecipe.kernels.compact import ModelFileError, read_weights_only, seal
 from metarecipe.models.ctc_model import BatchedCTCModel, ModelConfig, parameter_shapes
