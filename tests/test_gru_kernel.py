@@ -28,7 +28,8 @@ def random_inputs(seed, dtype, steps=7, tasks=3, batch=4, hidden=5):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("reverse", [False, True])
 def test_gradcheck_and_gradgradcheck_float64(backend, reverse):
-    inputs, valid = random_inputs(SEED, torch.float64)
+    # small: gradgradcheck's cost grows with the square of the inputs (the reference test below is larger)
+    inputs, valid = random_inputs(SEED, torch.float64, steps=5, tasks=2, batch=3, hidden=4)
 
     def fn(gates, w, b):
         return gru_recurrence(gates, w, b, valid, reverse, backend=backend)

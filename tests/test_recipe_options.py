@@ -84,3 +84,14 @@ def test_the_recipe_help_lists_its_options():
     for option in ("--stage", "--stop-stage", "--nj", "--cv-root", "--source-langs", "--target-langs", "--budgets",
                    "--algos", "--config", "--exp", "--force", "--corpus", "--corpus-dir", "--beam"):
         assert f"  {option} " in out, option
+
+
+def test_options_parse_when_the_recipe_is_named_from_the_repository_root():
+    """README's `bash recipes/cv_lowresource/run.sh ...`: run.sh cd's to its own directory before it parses."""
+    root = UTILS.parents[1]
+    done = subprocess.run(["bash", "recipes/cv_lowresource/run.sh", "--help"], cwd=root, capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0 and "  --budgets " in done.stdout, done.stderr
+    done = subprocess.run(["bash", "recipes/cv_lowresource/run.sh", "--no-such-option", "1"], cwd=root,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0 and "unknown option --no-such-option" in done.stderr, done.stderr

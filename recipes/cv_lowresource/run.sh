@@ -11,7 +11,8 @@
 #   ./run.sh --mini                            # every stage on a tiny slice (conf/mini.conf), for CI
 #
 # Stages: 0 corpus, 1 data prep, 2 features, 3 tokens + LM, 4 meta-train, 5 adapt, 6 decode + score, 7 report,
-# 8 compress (pruned, int8 and pruned + int8 models of every adaptation, decoded on 1 thread; RESULTS.md again).
+# 8 compress (pruned, int8 and pruned + int8 models of the largest budget's first seed, decoded on 1 thread;
+# RESULTS.md again).
 # Every unit of work leaves a .done marker holding the command that made it (written last); a re-run skips
 # what is done with the same command and redoes what changed or was interrupted. --force redoes the stages run.
 set -euo pipefail
@@ -33,12 +34,13 @@ demo_minutes=30.0       # demo and synthetic corpora: minutes of speech per lang
 sample_rate=0           # feature sample rate in Hz, every corpus resampled to it (0: 8000 for asterisk, else 16000)
 num_mel_bins=0          # fbank bins (0: 40 at 8 kHz, 80 above)
 budgets="1 2 5"         # adaptation budgets, minutes of target speech
-adapt_seeds="0 1 2"     # adaptation seeds: each draws other minutes of the budget (mean and CI over them)
-algos="default"         # methods: default = scratch multilingual maml metasgd; all adds fomaml reptile anil pnn
+adapt_seeds="0 1"       # adaptation seeds: each draws other minutes of the budget (mean and CI over them)
+algos="default"         # methods: default = scratch multilingual metasgd; all adds fomaml maml reptile anil pnn
 meta_config=conf/meta_train.yaml  # metarecipe meta-train config (model, inner loop, augmentation)
 adapt_config=conf/adapt.yaml      # metarecipe adapt config of every method but scratch
 scratch_config=conf/scratch.yaml  # the scratch baseline's model (a size for minutes of speech)
 scratch_adapt_config=conf/adapt_scratch.yaml  # and its training schedule
+augment=true            # false: no augmentation in meta-training and adaptation (an ablation; use another --exp)
 meta_init=multilingual  # meta-learners start from this method's model (empty: from scratch)
 meta_steps=400          # meta-training steps (of every method without --meta-init)
 meta_steps_after_init=150  # steps of the methods that start from --meta-init, and of multilingual's continuation
@@ -56,10 +58,12 @@ compress_keep_channels=0.75 # stage 8: share of convolution channels kept
 compress_sparsity=0.2       # stage 8: share of the remaining weights zeroed by global magnitude pruning
 compress_finetune=true      # stage 8: fine-tune pruned models on their adaptation budget
 compress_distill=1.0        # stage 8: fine-tune objective, (1 - w) x CTC + w x KL from the unpruned model
-compress_methods="maml"     # stage 8: the methods whose adapted models are compressed (empty: all)
+compress_methods="multilingual"  # stage 8: the methods whose adapted models are compressed (empty: all)
+compress_finetune_steps=60  # stage 8: at most this many fine-tune steps of a pruned model
 seed=0                  # corpus and sampling seed
 data=data               # data directories
 exp=exp                 # experiment directories
+report_dir=.            # where RESULTS.md and cer_vs_minutes.png go (another run's report: another dir)
 force=false             # redo the work of the stages run even when done
 # end options
 help_message="Stages: 0 corpus, 1 data prep, 2 features, 3 tokens + LM, 4 meta-train, 5 adapt, 6 decode + score,
@@ -77,13 +81,14 @@ set -- "${args[@]+"${args[@]}"}"
 . utils/lib.sh
 
 case $algos in
-  default) algos="scratch multilingual maml metasgd" ;;
+  default) algos="scratch multilingual metasgd" ;;
   all) algos="scratch multilingual fomaml maml metasgd reptile anil pnn" ;;
 esac
 for algo in $algos; do
   case $algo in scratch|multilingual|fomaml|maml|metasgd|reptile|anil|pnn) ;;
     *) echo "run.sh: --algos: unknown method '$algo'" >&2; exit 1 ;; esac
 done
+case $augment in true|false) ;; *) echo "run.sh: --augment must be true or false, got '$augment'" >&2; exit 1 ;; esac
 case $corpus in
   asterisk) corpus_dir=${corpus_dir:-/usr/share/asterisk/sounds} default_sources="en fr ru" default_targets="es it" ;;
   demo) corpus_dir=${corpus_dir:-$data/corpus} default_sources="de es it pl cs ru" default_targets="eo pt" ;;
@@ -114,7 +119,7 @@ all_dirs() { source_dirs "$1"; for l in $target_langs; do echo "$data/$l/$1"; do
 threads_per_job=$(( $(nproc) / nj > 0 ? $(nproc) / nj : 1 ))
 mkdir -p "$exp"
 log "options: $(for n in stage stop_stage nj corpus corpus_dir target_corpus target_corpus_dir source_langs target_langs \
-  synthetic_langs sample_rate num_mel_bins budgets adapt_seeds algos meta_init meta_nproc beam lm_weight \
+  synthetic_langs sample_rate num_mel_bins budgets adapt_seeds algos augment meta_init meta_nproc beam lm_weight \
   token_threshold decode_set; do printf '%s=%q ' "$n" "${!n}"; done)"
 
 # the corpora of the run as "corpus dir name": name is where the languages' data dirs go ($data/<lang>, or
@@ -214,6 +219,7 @@ adapt_options_of() {
     *) echo "--config $adapt_config" ;;
   esac
 }
+augment_overrides() { [ "$augment" = true ] || echo augment.enabled=false; }  # last on a command line
 list() { local IFS=,; echo "[$*]"; }
 
 # meta_train DIR STEPS INIT OPTION...: one meta-training run (INIT: a model file to start from, or "")
@@ -224,6 +230,7 @@ meta_train() {
                  data.tokens="$data/lang/tokens.txt" model.num_mel_bins="$num_mel_bins" train.seed="$seed"
                  train.steps="$steps")
   [ -z "$init" ] || options+=(init="$init" train.meta_lr="$meta_lr_after_init")
+  [ "$augment" = true ] || options+=(augment.enabled=false)
   [ "$force" = false ] || set_aside "$dir"
   once "$dir" "$exp/log/$(basename "$dir").log" meta_train_cmd "$meta_nproc" --exp-dir "$dir" "$@" "${options[@]}"
 }
@@ -263,7 +270,7 @@ if stage 5 adapt; then
     [ "$force" = false ] || set_aside "$dir"
     spawn once "$dir" "$exp/log/adapt_$(basename "$dir").log" \
       run_cmd metarecipe adapt $(adapt_options_of "$algo") --exp-dir "$dir" model="$(model_of "$algo")" \
-      data="$data/$lang/train" adapt.minutes="$minutes" adapt.seed="$adapt_seed"
+      data="$data/$lang/train" adapt.minutes="$minutes" adapt.seed="$adapt_seed" $(augment_overrides)
   done
   wait_all
   unset OMP_NUM_THREADS
@@ -305,9 +312,10 @@ write_report() {
     cat "$dir/adapt.json" "$dir"/compress/*/.done "$dir"/decode_"$decode_set"/{scores,decode}.json \
       "$dir"/compress/*/decode_"$decode_set"/{scores,decode}.json 2>/dev/null || true
   done; for algo in $algos; do cat "$(meta_dir "$algo")/.done" 2>/dev/null || true; done)
-  signature="report $algos $(printf '%s' "$scores" | md5sum | cut -c1-16)"
+  signature="report $report_dir $algos $(printf '%s' "$scores" | md5sum | cut -c1-16)"
   if ! is_done "$exp/report" "$signature"; then
-    metarecipe report "$exp/adapt" --out RESULTS.md --plot cer_vs_minutes.png --set "$decode_set" \
+    mkdir -p "$report_dir"
+    metarecipe report "$exp/adapt" --out "$report_dir/RESULTS.md" --plot "$report_dir/cer_vs_minutes.png" --set "$decode_set" \
       --methods $algos "${meta_dirs[@]}" --title "Results: recipes/cv_lowresource" \
       --setting "corpus=$corpus_dir ($corpus)$([ "$target_corpus_dir" = "$corpus_dir" ] ||
         echo ", targets: $target_corpus_dir ($target_corpus)")" \
@@ -317,10 +325,11 @@ write_report() {
       --setting "budgets (min)=$budgets, adaptation seeds $adapt_seeds" \
       --setting "meta-training=$meta_config, initialised from: ${meta_init:-none}" \
       --setting "adaptation=$adapt_config (scratch: $scratch_config, $scratch_adapt_config)" \
-      --setting "decoding=beam $beam, token threshold $token_threshold, $lm_unit $lm_order-gram LM weight $lm_weight, insertion bonus $insertion_bonus, set $decode_set" > /dev/null
+      --setting "decoding=beam $beam, token threshold $token_threshold, $lm_unit $lm_order-gram LM weight $lm_weight, insertion bonus $insertion_bonus, set $decode_set" \
+      --setting "augmentation=$([ "$augment" = true ] && echo "on (the configs' augment: sections)" || echo off)" > /dev/null
     mark_done "$exp/report" "$signature"
   fi
-  cat RESULTS.md
+  cat "$report_dir/RESULTS.md"
 }
 
 if stage 7 report; then
@@ -351,7 +360,7 @@ compress_variants() {
   local prune=(--keep-units "$compress_keep_units" --keep-channels "$compress_keep_channels"
                --sparsity "$compress_sparsity")
   $compress_finetune && prune+=(--finetune-data "$data/$3/train" --finetune-minutes "$4" --seed "$5"
-                                --distill "$compress_distill")
+                                --distill "$compress_distill" --finetune-steps "$compress_finetune_steps")
   once "$dir/compress/fp32" "$exp/log/compress_${name}_fp32.log" \
     compress_decode_score "$dir" fp32 "$2" "$3" "$4" "$model" "$decoding" "$5" &&
   once "$dir/compress/int8" "$exp/log/compress_${name}_int8.log" \
@@ -363,12 +372,14 @@ compress_variants() {
 }
 
 if stage 8 compress; then
+  largest_budget=$(printf '%s\n' $budgets | sort -g | tail -n1)
   export OMP_NUM_THREADS=1
   for run in $adaptations; do
     IFS=: read -r algo lang minutes adapt_seed <<< "$run"
     if [ -n "$compress_methods" ] && ! [[ " $compress_methods " == *" $algo "* ]]; then continue; fi
     if [ "$algo" = pnn ]; then log "pnn: progressive networks are not compressed"; continue; fi
-    [ "$adapt_seed" = "${adapt_seeds%% *}" ] || continue  # the first adaptation seed's models
+    [ "$adapt_seed" = "${adapt_seeds%% *}" ] || continue  # the first adaptation seed's models...
+    [ "$minutes" = "$largest_budget" ] || continue  # ...of the largest budget: the recognizers a user would ship
     spawn compress_variants "$(adapt_dir "$algo" "$lang" "$minutes" "$adapt_seed")" "$algo" "$lang" "$minutes" \
       "$adapt_seed"
   done

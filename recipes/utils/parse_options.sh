@@ -14,6 +14,9 @@
 # options stay in "$@".
 
 _po_script=${BASH_SOURCE[1]:-$0}
+# a script that cd's to its own directory first (run.sh does) was named relative to the caller's directory
+[ -r "$_po_script" ] || _po_script=./${_po_script##*/}
+[ -r "$_po_script" ] || { echo "parse_options.sh: cannot read the options of $_po_script" >&2; exit 1; }
 _po_names=()
 declare -A _po_default _po_help
 
