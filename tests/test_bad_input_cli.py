@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_commonvoice import make_release
 
-from metarecipe.cli.main import main
+from metarecipe.cli.main import COMMANDS, main
 from metarecipe.data import read_data_dir
 from metarecipe.data.corpora import get_corpus
 from metarecipe.features import compute_feats
@@ -186,3 +186,15 @@ def test_decode_refuses_a_non_utf8_lm_naming_the_file_and_line(setup, tmp_path):
     result = run("decode", tmp / "model" / "final.pt", data, tmp_path / "out", "--lm", lm)
     assert_one_line_error(result, f"{lm}:7: not UTF-8")
     assert not (tmp_path / "out").exists()
+
+
+def test_help_lists_every_command_and_each_command_has_its_own(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in COMMANDS)
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as done:
+            main([name, "--help"])
+        assert done.value.code == 0 and f"usage: metarecipe {name}" in capsys.readouterr().out

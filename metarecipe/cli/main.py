@@ -9,29 +9,15 @@ import traceback
 
 from metarecipe.errors import InputError
 
-# command -> its module under metarecipe.cli; only the module of the command run is imported (the others pull in
-# torch and numba, seconds per process, which a recipe's many short `score` or `lm-text` jobs would pay each time)
-COMMANDS = {
-    "make-demo-corpus": "make_demo_corpus",
-    "prepare-data": "prepare_data",
-    "validate-data-dir": "validate_data_dir",
-    "speed-perturb": "speed_perturb",
-    "compute-feats": "compute_feats",
-    "make-tokens": "make_tokens",
-    "lm-text": "lm_text",
-    "meta-train": "meta_train",
-    "adapt": "adapt",
-    "train-lm": "train_lm",
-    "decode": "decode",
-    "compress": "compress",
-    "score": "score",
-    "report": "report",
-}
+# the commands; each is the module metarecipe.cli.<name, - written _>, imported only when it runs (the others
+# pull in torch and numba, seconds per process, which a recipe's many short `score` or `lm-text` jobs would pay)
+COMMANDS = ("make-demo-corpus", "prepare-data", "validate-data-dir", "speed-perturb", "compute-feats", "make-tokens",
+            "lm-text", "meta-train", "adapt", "train-lm", "decode", "compress", "score", "report")
 
 
 def command_module(name: str):
     """The module of command `name` (its add_parser and run)."""
-    return importlib.import_module(f"metarecipe.cli.{COMMANDS[name]}")
+    return importlib.import_module(f"metarecipe.cli.{name.replace('-', '_')}")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

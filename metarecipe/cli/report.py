@@ -13,7 +13,7 @@ from metarecipe.stats import RESAMPLES
 
 
 def add_parser(sub, name: str) -> None:
-    p = sub.add_parser(name, help="tabulate CER/WER by method, target and budget, with 95% confidence intervals",
+    p = sub.add_parser(name, help="tabulate CER/WER by method, target and budget, with 95%% confidence intervals",
                        description="Collects every scores.json under ROOT tagged with method, target and minutes "
                                    "(metarecipe score --tag; several seeds of a cell tagged seed=N), writes "
                                    "Markdown tables of CER and WER with 95%% bootstrap confidence intervals over "
