@@ -230,7 +230,7 @@ meta_train() {
                  data.tokens="$data/lang/tokens.txt" model.num_mel_bins="$num_mel_bins" train.seed="$seed"
                  train.steps="$steps")
   [ -z "$init" ] || options+=(init="$init" train.meta_lr="$meta_lr_after_init")
-  [ "$augment" = true ] || options+=(augment.enabled=false)
+  options+=($(augment_overrides))
   [ "$force" = false ] || set_aside "$dir"
   once "$dir" "$exp/log/$(basename "$dir").log" meta_train_cmd "$meta_nproc" --exp-dir "$dir" "$@" "${options[@]}"
 }
