@@ -91,8 +91,12 @@ class ScoreCache {
 // The search over one utterance.
 class Search {
  public:
-  Search(const BeamSearchOptions& options, const DecoderLM* lm, ScoreCache& cache, int64_t vocab)
-      : opt_(options), lm_(lm), cache_(cache), vocab_(vocab), children_(4096),
+  Search(const SearchOptions& options, const DecoderLM* lm, ScoreCache& cache, int64_t vocab)
+      : opt_(options),
+        lm_(lm),
+        cache_(cache),
+        vocab_(vocab),
+        children_(4096),
         lazy_(lm != nullptr && lm->mode == 1 && options.lm_weight >= 0.0),
         weight_(static_cast<float>(options.lm_weight)),
         bonus_(static_cast<float>(options.insertion_bonus)) {
@@ -221,8 +225,7 @@ class Search {
     float best = kNegInf;
     for (const Hyp& h : beam) best = std::max(best, h.score);
     const float floor = best - static_cast<float>(opt_.beam_threshold);
-    beam.erase(std::remove_if(beam.begin(), beam.end(), [floor](const Hyp& h) { return h.score < floor; }),
-               beam.end());
+    beam.erase(std::remove_if(beam.begin(), beam.end(), [floor](const Hyp& h) { return h.score < floor; }), beam.end());
     if (static_cast<int64_t>(beam.size()) > opt_.beam) {
       std::nth_element(beam.begin(), beam.begin() + opt_.beam, beam.end(),
                        [](const Hyp& a, const Hyp& b) { return a.score > b.score; });
@@ -312,8 +315,9 @@ class Search {
     if (c == opt_.space) return p.word_node == 0 || end_word(p);
     p.word_node = p.word_node >= 0 ? lm_->trie_child(p.word_node, c) : -1;
     if (p.word_node < 0 && opt_.lexicon_only) return false;
-    p.lookahead = p.word_node >= 0 ? weight_ * lm_->node_smear[p.word_node]
-                                   : weight_ * cache_.score(0, lm_->unk_word).first + static_cast<float>(opt_.oov_penalty);
+    p.lookahead = p.word_node >= 0
+                      ? weight_ * lm_->node_smear[p.word_node]
+                      : weight_ * cache_.score(0, lm_->unk_word).first + static_cast<float>(opt_.oov_penalty);
     return true;
   }
 
@@ -356,7 +360,7 @@ class Search {
     return out;
   }
 
-  const BeamSearchOptions& opt_;
+  const SearchOptions& opt_;
   const DecoderLM* lm_;
   ScoreCache& cache_;
   int64_t vocab_;
@@ -366,9 +370,9 @@ class Search {
   std::vector<float> stays_;
   std::vector<Hyp> next_;
   std::vector<char> candidate_;  // per frame, walking the lexicon: whether a token is among those tried
-  IdMap children_;  // parent * V + token -> child prefix (-2: forbidden by the lexicon)
-  bool lazy_;             // token LM scores are left pending until pruning
-  float weight_, bonus_;  // lm_weight and insertion_bonus
+  IdMap children_;               // parent * V + token -> child prefix (-2: forbidden by the lexicon)
+  bool lazy_;                    // token LM scores are left pending until pruning
+  float weight_, bonus_;         // lm_weight and insertion_bonus
   std::vector<Hyp> kept_;
   std::vector<float> worst_kept_;
 };
@@ -417,28 +421,24 @@ void IdMap::grow() {
     if (keys[i] != kEmpty) insert(keys[i], values[i]);
 }
 
-DecoderLM::DecoderLM(int64_t mode, const at::Tensor& keys, const at::Tensor& logprob, const at::Tensor& next_node,
-                     const at::Tensor& backoff, const at::Tensor& suffix, int64_t start_node, int64_t end_word,
-                     int64_t unk_word, const at::Tensor& token_word, const at::Tensor& child_start,
-                     const at::Tensor& child_token, const at::Tensor& child_node, const at::Tensor& node_word,
-                     const at::Tensor& node_smear)
-    : mode(mode),
-      start_node(static_cast<int32_t>(start_node)),
-      end_word(static_cast<int32_t>(end_word)),
-      unk_word(static_cast<int32_t>(unk_word)),
-      entries(static_cast<size_t>(keys.numel())),
-      logprob(to_vector<float>(logprob)),
-      backoff(to_vector<float>(backoff)),
-      node_smear(to_vector<float>(node_smear)),
-      next_node(to_vector<int32_t>(next_node)),
-      suffix(to_vector<int32_t>(suffix)),
-      token_word(to_vector<int32_t>(token_word)),
-      child_start(to_vector<int32_t>(child_start)),
-      child_token(to_vector<int32_t>(child_token)),
-      child_node(to_vector<int32_t>(child_node)),
-      node_word(to_vector<int32_t>(node_word)) {
+DecoderLM::DecoderLM(const LMArrays& arrays)
+    : mode(arrays.mode),
+      start_node(static_cast<int32_t>(arrays.start_node)),
+      end_word(static_cast<int32_t>(arrays.end_word)),
+      unk_word(static_cast<int32_t>(arrays.unk_word)),
+      entries(static_cast<size_t>(arrays.keys.numel())),
+      logprob(to_vector<float>(arrays.logprob)),
+      backoff(to_vector<float>(arrays.backoff)),
+      node_smear(to_vector<float>(arrays.node_smear)),
+      next_node(to_vector<int32_t>(arrays.next_node)),
+      suffix(to_vector<int32_t>(arrays.suffix)),
+      token_word(to_vector<int32_t>(arrays.token_word)),
+      child_start(to_vector<int32_t>(arrays.child_start)),
+      child_token(to_vector<int32_t>(arrays.child_token)),
+      child_node(to_vector<int32_t>(arrays.child_node)),
+      node_word(to_vector<int32_t>(arrays.node_word)) {
   TORCH_CHECK(mode == 1 || mode == 2, "DecoderLM mode must be 1 (token LM) or 2 (word LM), got ", mode);
-  const std::vector<int64_t> key_list = to_vector<int64_t>(keys);
+  const std::vector<int64_t> key_list = to_vector<int64_t>(arrays.keys);
   TORCH_CHECK(key_list.size() == this->logprob.size() && key_list.size() == this->next_node.size(),
               "DecoderLM: keys, logprob and next_node must have one entry per n-gram");
   TORCH_CHECK(this->backoff.size() == this->suffix.size(), "DecoderLM: backoff and suffix need one entry per node");
@@ -484,9 +484,11 @@ int32_t DecoderLM::trie_child(int32_t trie_node, int32_t token) const {
 }
 
 std::vector<std::vector<Hypothesis>> ctc_beam_search_cpu(const at::Tensor& log_probs, const at::Tensor& lengths,
-                                                         const BeamSearchOptions& options, const DecoderLM* lm) {
+                                                         const SearchOptions& options, const DecoderLM* lm) {
   TORCH_CHECK(log_probs.dim() == 3 && log_probs.scalar_type() == at::kFloat && !log_probs.is_cuda(),
               "log_probs must be a (B, T, V) float32 CPU tensor");
+  TORCH_CHECK(options.beam >= 1 && options.token_beam >= 1 && options.nbest >= 1,
+              "beam, token_beam and nbest must be at least 1");
   const at::Tensor scores = log_probs.contiguous();
   const at::Tensor lens = lengths.to(at::kLong).contiguous();
   const int64_t batch = scores.size(0), frames = scores.size(1), vocab = scores.size(2);

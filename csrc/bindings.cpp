@@ -3,6 +3,7 @@
 
 #include "beam_search.h"
 #include "conv.h"
+#include "ctc_align.h"
 #include "ctc_loss.h"
 #include "gru.h"
 
@@ -47,18 +48,6 @@ auto ctc_hvp(const at::Tensor& v, const at::Tensor& grad_loss, const at::Tensor&
                              alpha_m, alpha_l, blank);
 }
 
-std::vector<std::vector<Hypothesis>> ctc_beam_search(const at::Tensor& log_probs, const at::Tensor& lengths,
-                                                     const DecoderLM* lm, int64_t beam, double beam_threshold,
-                                                     double token_threshold, int64_t token_beam, double blank_skip,
-                                                     double lm_weight, double insertion_bonus, double oov_penalty,
-                                                     int64_t nbest,
-                                                     int64_t blank, int64_t space, bool lexicon_only) {
-  TORCH_CHECK(beam >= 1 && token_beam >= 1 && nbest >= 1, "beam, token_beam and nbest must be at least 1");
-  const BeamSearchOptions options{beam,        beam_threshold, token_threshold, token_beam, blank_skip, lm_weight,
-                                  insertion_bonus, oov_penalty, nbest, blank, space, lexicon_only};
-  return ctc_beam_search_cpu(log_probs, lengths, options, lm);
-}
-
 }  // namespace
 }  // namespace metarecipe
 
@@ -78,15 +67,44 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("conv1_relu_infer", &metarecipe::conv1_relu_infer_cpu,
         "relu(conv2d) of one input channel, 3 x 3, stride 2, for inference: (B, C, T', F')");
   m.def("cpu_has_vnni", &metarecipe::cpu_has_vnni, "whether this CPU and build run AVX-512 VNNI");
+  pybind11::class_<metarecipe::LMArrays>(m, "LMArrays", "an n-gram LM's arrays as tensors (see LMTables)")
+      .def(pybind11::init<>())
+      .def_readwrite("mode", &metarecipe::LMArrays::mode)
+      .def_readwrite("keys", &metarecipe::LMArrays::keys)
+      .def_readwrite("logprob", &metarecipe::LMArrays::logprob)
+      .def_readwrite("next_node", &metarecipe::LMArrays::next_node)
+      .def_readwrite("backoff", &metarecipe::LMArrays::backoff)
+      .def_readwrite("suffix", &metarecipe::LMArrays::suffix)
+      .def_readwrite("start_node", &metarecipe::LMArrays::start_node)
+      .def_readwrite("end_word", &metarecipe::LMArrays::end_word)
+      .def_readwrite("unk_word", &metarecipe::LMArrays::unk_word)
+      .def_readwrite("token_word", &metarecipe::LMArrays::token_word)
+      .def_readwrite("child_start", &metarecipe::LMArrays::child_start)
+      .def_readwrite("child_token", &metarecipe::LMArrays::child_token)
+      .def_readwrite("child_node", &metarecipe::LMArrays::child_node)
+      .def_readwrite("node_word", &metarecipe::LMArrays::node_word)
+      .def_readwrite("node_smear", &metarecipe::LMArrays::node_smear);
   pybind11::class_<metarecipe::DecoderLM>(m, "DecoderLM", "an n-gram LM as a back-off state machine")
-      .def(pybind11::init<int64_t, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                          const at::Tensor&, int64_t, int64_t, int64_t, const at::Tensor&, const at::Tensor&,
-                          const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&>())
+      .def(pybind11::init<const metarecipe::LMArrays&>(), pybind11::arg("arrays"))
       .def("score", &metarecipe::DecoderLM::score, "(ln P(word | node), next node)");
-  m.def("ctc_beam_search", &metarecipe::ctc_beam_search, "CTC prefix beam search: per utterance its n-best",
-        pybind11::arg("log_probs"), pybind11::arg("lengths"), pybind11::arg("lm").none(true), pybind11::arg("beam"),
-        pybind11::arg("beam_threshold"), pybind11::arg("token_threshold"), pybind11::arg("token_beam"),
-        pybind11::arg("blank_skip"), pybind11::arg("lm_weight"), pybind11::arg("insertion_bonus"), pybind11::arg("oov_penalty"),
-        pybind11::arg("nbest"), pybind11::arg("blank"), pybind11::arg("space"), pybind11::arg("lexicon_only"));
+  pybind11::class_<metarecipe::SearchOptions>(m, "SearchOptions", "settings of a CTC prefix beam search")
+      .def(pybind11::init<>())
+      .def_readwrite("beam", &metarecipe::SearchOptions::beam)
+      .def_readwrite("beam_threshold", &metarecipe::SearchOptions::beam_threshold)
+      .def_readwrite("token_threshold", &metarecipe::SearchOptions::token_threshold)
+      .def_readwrite("token_beam", &metarecipe::SearchOptions::token_beam)
+      .def_readwrite("blank_skip", &metarecipe::SearchOptions::blank_skip)
+      .def_readwrite("lm_weight", &metarecipe::SearchOptions::lm_weight)
+      .def_readwrite("insertion_bonus", &metarecipe::SearchOptions::insertion_bonus)
+      .def_readwrite("oov_penalty", &metarecipe::SearchOptions::oov_penalty)
+      .def_readwrite("nbest", &metarecipe::SearchOptions::nbest)
+      .def_readwrite("blank", &metarecipe::SearchOptions::blank)
+      .def_readwrite("space", &metarecipe::SearchOptions::space)
+      .def_readwrite("lexicon_only", &metarecipe::SearchOptions::lexicon_only);
+  m.def("ctc_beam_search", &metarecipe::ctc_beam_search_cpu, "CTC prefix beam search: per utterance its n-best",
+        pybind11::arg("log_probs"), pybind11::arg("lengths"), pybind11::arg("options"), pybind11::arg("lm").none(true));
   m.def("ctc_hvp", &metarecipe::ctc_hvp, "backward of ctc_grad: (grad_loss * H v, -<gamma, v>)");
+  m.def("ctc_forced_align", &metarecipe::ctc_forced_align_cpu,
+        "CTC Viterbi forced alignment: (starts, ends, token_scores, path_scores)", pybind11::arg("log_probs"),
+        pybind11::arg("lengths"), pybind11::arg("targets"), pybind11::arg("target_lengths"), pybind11::arg("blank"));
 }

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -57,38 +58,64 @@ class LMTables:
             raise ValueError(f"LM mode must be one of {tuple(MODES)}, got {self.mode!r}")
         self._compiled = None
 
-    def arrays(self) -> tuple:
-        return (self.keys, self.logprob, self.next_node, self.backoff, self.suffix, self.start_node, self.end_word,
-                self.unk_word, self.token_word, self.child_start, self.child_token, self.child_node, self.node_word,
-                self.node_smear)
+    def arrays(self, ints: type, floats: type) -> LMArrays:
+        """The tables as the kernels take them: keys int64, the other integer arrays ``ints``, the float arrays
+        ``floats``, all contiguous."""
+
+        def cast(name, dtype):
+            return np.ascontiguousarray(getattr(self, name), dtype)
+
+        return LMArrays(mode=MODES[self.mode], keys=cast("keys", np.int64), logprob=cast("logprob", floats),
+                        next_node=cast("next_node", ints), backoff=cast("backoff", floats),
+                        suffix=cast("suffix", ints), start_node=int(self.start_node), end_word=int(self.end_word),
+                        unk_word=int(self.unk_word), token_word=cast("token_word", ints),
+                        child_start=cast("child_start", ints), child_token=cast("child_token", ints),
+                        child_node=cast("child_node", ints), node_word=cast("node_word", ints),
+                        node_smear=cast("node_smear", floats))
 
     def compiled(self):
         """The C++ DecoderLM (built once: the hash table of n-grams)."""
         if self._compiled is None:
-            (keys, logprob, nxt, backoff, suffix, start, end, unk, token_word, child_start, child_token, child_node,
-             node_word, node_smear) = self.arrays()
-            ints = [torch.from_numpy(np.ascontiguousarray(a, np.int32))
-                    for a in (nxt, suffix, token_word, child_start, child_token, child_node, node_word)]
-            floats = [torch.from_numpy(np.ascontiguousarray(a, np.float32)) for a in (logprob, backoff, node_smear)]
-            self._compiled = extension().DecoderLM(
-                MODES[self.mode], torch.from_numpy(np.ascontiguousarray(keys, np.int64)), floats[0], ints[0],
-                floats[1], ints[1], start, end, unk, ints[2], ints[3], ints[4], ints[5], ints[6], floats[2])
+            arrays = self.arrays(np.int32, np.float32)._asdict()
+            tensors = {name: torch.from_numpy(a) if isinstance(a, np.ndarray) else a for name, a in arrays.items()}
+            self._compiled = extension().DecoderLM(_to_struct(extension().LMArrays(), tensors))
         return self._compiled
 
-    def numba_tuple(self) -> tuple:
-        (keys, logprob, nxt, backoff, suffix, start, end, unk, token_word, child_start, child_token, child_node,
-         node_word, node_smear) = self.arrays()
-        i64 = [np.ascontiguousarray(a, np.int64) for a in (keys, nxt, suffix, token_word, child_start, child_token,
-                                                             child_node, node_word)]
-        f64 = [np.ascontiguousarray(a, np.float64) for a in (logprob, backoff, node_smear)]
-        return (MODES[self.mode], i64[0], f64[0], i64[1], f64[1], i64[2], start, end, unk, i64[3], i64[4], i64[5],
-                i64[6], i64[7], f64[2])
+
+class LMArrays(NamedTuple):
+    """An LMTables as the kernels read it (fields as there): the C++ struct LMArrays (csrc/beam_search.h) of the
+    same names, and what numba takes as it is. ``mode`` 1 (token LM), 2 (word LM), or 0: no LM."""
+
+    mode: int
+    keys: np.ndarray
+    logprob: np.ndarray
+    next_node: np.ndarray
+    backoff: np.ndarray
+    suffix: np.ndarray
+    start_node: int
+    end_word: int
+    unk_word: int
+    token_word: np.ndarray
+    child_start: np.ndarray
+    child_token: np.ndarray
+    child_node: np.ndarray
+    node_word: np.ndarray
+    node_smear: np.ndarray
 
 
-def _no_lm_tuple() -> tuple:
-    empty_i, empty_f = np.zeros(1, np.int64), np.zeros(1, np.float64)
-    return (0, empty_i, empty_f, empty_i, empty_f, empty_i, 0, 0, 0, empty_i, np.zeros(2, np.int64), empty_i,
-            empty_i, np.full(1, -1, np.int64), empty_f)
+def _no_lm_arrays() -> LMArrays:
+    """Mode 0 for numba, with arrays of the dtypes of LMTables.arrays(np.int64, np.float64)."""
+    ints, floats = np.zeros(1, np.int64), np.zeros(1, np.float64)
+    return LMArrays(mode=0, keys=ints, logprob=floats, next_node=ints, backoff=floats, suffix=ints, start_node=0,
+                    end_word=0, unk_word=0, token_word=ints, child_start=np.zeros(2, np.int64), child_token=ints,
+                    child_node=ints, node_word=np.full(1, -1, np.int64), node_smear=floats)
+
+
+def _to_struct(struct, fields: dict):
+    """struct (a pybind11 class of metarecipe._C) with each of fields set by name."""
+    for name, value in fields.items():
+        setattr(struct, name, value)
+    return struct
 
 
 @dataclass
@@ -124,6 +151,36 @@ class Hypothesis:
     lm: float
 
 
+class SearchOptions(NamedTuple):
+    """The settings the search kernels read, each commented in the C++ struct SearchOptions
+    (csrc/beam_search.h) of the same fields; numba takes this tuple as it is."""
+
+    beam: int
+    beam_threshold: float
+    token_threshold: float
+    token_beam: int
+    blank_skip: float
+    lm_weight: float
+    insertion_bonus: float
+    oov_penalty: float
+    nbest: int
+    blank: int
+    space: int
+    lexicon_only: bool
+
+
+def search_options(options: BeamSearchOptions, vocab: int, blank: int, space: int) -> SearchOptions:
+    """The kernels' settings of a search over V = ``vocab`` tokens: ``blank_skip`` in ln (inf: never skip),
+    ``token_beam`` None as V, every field of its one type (numba compiles once per type)."""
+    return SearchOptions(
+        beam=int(options.beam), beam_threshold=float(options.beam_threshold),
+        token_threshold=float(options.token_threshold), token_beam=int(options.token_beam or vocab),
+        blank_skip=math.log(options.blank_skip) if options.blank_skip < 1.0 else math.inf,
+        lm_weight=float(options.lm_weight), insertion_bonus=float(options.insertion_bonus),
+        oov_penalty=float(options.oov_penalty), nbest=int(options.nbest), blank=int(blank), space=int(space),
+        lexicon_only=bool(options.lexicon_only))
+
+
 def ctc_beam_search(log_probs: torch.Tensor, lengths: torch.Tensor, options: BeamSearchOptions | None = None,
                     lm: LMTables | None = None, blank: int = 0, space: int = -1,
                     backend: str | None = None) -> list[list[Hypothesis]]:
@@ -140,24 +197,18 @@ def ctc_beam_search(log_probs: torch.Tensor, lengths: torch.Tensor, options: Bea
     backend = select_backend("ctc_beam_search", torch.device("cpu"), backend, offered=OFFERED)
     scores = log_probs.detach().to("cpu", torch.float32).contiguous()
     lengths = lengths.to("cpu", torch.int64).clamp(max=scores.shape[1])
-    vocab = scores.shape[2]
-    blank_skip = math.log(options.blank_skip) if options.blank_skip < 1.0 else math.inf
-    token_beam = options.token_beam or vocab
+    settings = search_options(options, scores.shape[2], blank, space)
     if backend == "cpp":
-        found = extension().ctc_beam_search(scores, lengths, lm.compiled() if lm is not None else None,
-                                            options.beam, options.beam_threshold, options.token_threshold, token_beam,
-                                            blank_skip, options.lm_weight, options.insertion_bonus,
-                                            options.oov_penalty, options.nbest, blank, space, options.lexicon_only)
+        compiled = _to_struct(extension().SearchOptions(), settings._asdict())
+        found = extension().ctc_beam_search(log_probs=scores, lengths=lengths, options=compiled,
+                                            lm=lm.compiled() if lm is not None else None)
         return [[Hypothesis(list(t), s, a, m) for t, s, a, m in nbest] for nbest in found]
     from metarecipe.kernels.beam_search_numba import decode_one
 
-    opts = np.array([options.beam, options.beam_threshold, options.token_threshold, token_beam, blank_skip,
-                     options.lm_weight, options.insertion_bonus, options.nbest, blank, space,
-                     float(options.lexicon_only), options.oov_penalty], np.float64)
-    tables = lm.numba_tuple() if lm is not None else _no_lm_tuple()
+    arrays = lm.arrays(np.int64, np.float64) if lm is not None else _no_lm_arrays()
     results = []
     for b in range(scores.shape[0]):
-        labels, offsets, found = decode_one(scores[b].numpy(), int(lengths[b]), opts, tables)
+        labels, offsets, found = decode_one(scores[b].numpy(), int(lengths[b]), settings, arrays)
         results.append([Hypothesis(labels[offsets[k]:offsets[k + 1]].tolist(), *map(float, found[k]))
                         for k in range(found.shape[0])])
     return results

@@ -28,28 +28,29 @@ def _log_add(a, b):
 
 
 @_jit
-def _lm_score(lm_keys, lm_logprob, lm_next, lm_backoff, lm_suffix, unk_word, node, word):
-    """(ln P(word | node), next node) by the back-off rule; a word outside the LM scores as <unk>."""
+def _lm_score(lm, node, word):
+    """(ln P(word | node), next node) by the back-off rule of the LMArrays lm; a word outside the LM scores as
+    <unk>."""
     total = 0.0
     while True:
         key = (np.int64(node) << 32) | np.int64(word)
-        i = np.searchsorted(lm_keys, key)
-        if i < lm_keys.shape[0] and lm_keys[i] == key:
-            return total + lm_logprob[i], lm_next[i]
+        i = np.searchsorted(lm.keys, key)
+        if i < lm.keys.shape[0] and lm.keys[i] == key:
+            return total + lm.logprob[i], lm.next_node[i]
         if node == 0:
-            if word == unk_word:
+            if word == lm.unk_word:
                 raise ValueError("the LM tables have no <unk> unigram")
-            word = unk_word
+            word = lm.unk_word
             continue
-        total += lm_backoff[node]
-        node = lm_suffix[node]
+        total += lm.backoff[node]
+        node = lm.suffix[node]
 
 
 @_jit
-def _trie_child(child_start, child_token, child_node, trie_node, token):
-    for i in range(child_start[trie_node], child_start[trie_node + 1]):
-        if child_token[i] == token:
-            return child_node[i]
+def _trie_child(lm, trie_node, token):
+    for i in range(lm.child_start[trie_node], lm.child_start[trie_node + 1]):
+        if lm.child_token[i] == token:
+            return lm.child_node[i]
     return -1
 
 
@@ -63,16 +64,14 @@ def _grow(array, size):
 
 
 @_jit
-def decode_one(log_probs, frames, opts, lm):
-    """log_probs (T, V) float32; opts (beam, beam_threshold, token_threshold, token_beam, blank_skip, lm_weight,
-    insertion_bonus, nbest, blank, space, lexicon_only, oov_penalty) as float64; lm the tuple of LMTables arrays and ids
-    (mode 0: no LM). Returns (labels of the n-best concatenated, offsets (K + 1,), scores (K, 3): total,
-    acoustic, LM)."""
-    beam_size, beam_threshold, token_threshold = int(opts[0]), opts[1], opts[2]
-    token_beam, blank_skip, weight, bonus = int(opts[3]), opts[4], opts[5], opts[6]
-    nbest, blank, space, lexicon_only, oov = int(opts[7]), int(opts[8]), int(opts[9]), opts[10] != 0.0, opts[11]
-    (mode, keys, logprob, nxt, backoff, suffix, start_node, end_word, unk_word, token_word, child_start,
-     child_token, child_node, node_word, node_smear) = lm
+def decode_one(log_probs, frames, options, lm):
+    """log_probs (T, V) float32; options the SearchOptions namedtuple and lm the LMArrays namedtuple of
+    metarecipe.kernels.beam_search (integer arrays int64, float arrays float64; mode 0: no LM). Returns (labels
+    of the n-best concatenated, offsets (K + 1,), scores (K, 3): total, acoustic, LM)."""
+    beam_size, beam_threshold, token_threshold = options.beam, options.beam_threshold, options.token_threshold
+    token_beam, blank_skip, blank, space = options.token_beam, options.blank_skip, options.blank, options.space
+    weight, bonus, oov = options.lm_weight, options.insertion_bonus, options.oov_penalty
+    mode, unk_word = lm.mode, lm.unk_word
     vocab = log_probs.shape[1]
 
     cap = 1024
@@ -84,7 +83,7 @@ def decode_one(log_probs, frames, opts, lm):
     lookahead = np.empty(cap, np.float64)
     stamp = np.empty(cap, np.int64)
     slot = np.empty(cap, np.int64)
-    parent[0], token[0], lm_node[0], word_node[0] = -1, -1, start_node if mode > 0 else 0, 0
+    parent[0], token[0], lm_node[0], word_node[0] = -1, -1, lm.start_node if mode > 0 else 0, 0
     lm_total[0], lookahead[0], stamp[0], slot[0] = 0.0, 0.0, -1, 0
     num_prefixes = 1
     children = numba.typed.Dict.empty(key_type=types.int64, value_type=types.int64)
@@ -137,28 +136,26 @@ def decode_one(log_probs, frames, opts, lm):
                         if mode == 0:
                             score += bonus
                         elif mode == 1:
-                            word = token_word[c] if token_word[c] >= 0 else unk_word
-                            lp_word, node = _lm_score(keys, logprob, nxt, backoff, suffix, unk_word, node, word)
+                            word = lm.token_word[c] if lm.token_word[c] >= 0 else unk_word
+                            lp_word, node = _lm_score(lm, node, word)
                             score += weight * lp_word + bonus
                         elif c == space:
                             if wnode != 0:
-                                word = node_word[wnode] if wnode >= 0 else -1
-                                if word < 0 and lexicon_only:
+                                word = lm.node_word[wnode] if wnode >= 0 else -1
+                                if word < 0 and options.lexicon_only:
                                     allowed = False
                                 else:
-                                    lp_word, node = _lm_score(keys, logprob, nxt, backoff, suffix, unk_word, node,
-                                                              word if word >= 0 else unk_word)
+                                    lp_word, node = _lm_score(lm, node, word if word >= 0 else unk_word)
                                     score += weight * lp_word + bonus + (0.0 if word >= 0 else oov)
                                     wnode, ahead = 0, 0.0
                         else:
-                            wnode = _trie_child(child_start, child_token, child_node, wnode, c) if wnode >= 0 else -1
-                            if wnode < 0 and lexicon_only:
+                            wnode = _trie_child(lm, wnode, c) if wnode >= 0 else -1
+                            if wnode < 0 and options.lexicon_only:
                                 allowed = False
                             elif wnode >= 0:
-                                ahead = weight * node_smear[wnode]
+                                ahead = weight * lm.node_smear[wnode]
                             else:
-                                ahead = weight * _lm_score(keys, logprob, nxt, backoff, suffix, unk_word, 0,
-                                                           unk_word)[0] + oov
+                                ahead = weight * _lm_score(lm, 0, unk_word)[0] + oov
                         if not allowed:
                             children[key] = FORBIDDEN
                             continue
@@ -204,15 +201,14 @@ def decode_one(log_probs, frames, opts, lm):
         acoustic[k] = _log_add(pb[k], pnb[k])
         score, node, wnode = lm_total[prefix], lm_node[prefix], word_node[prefix]
         if mode == 2 and wnode != 0:  # the last word, finished or not (then <unk>, lexicon or not)
-            word = node_word[wnode] if wnode >= 0 else -1
-            lp_word, node = _lm_score(keys, logprob, nxt, backoff, suffix, unk_word, node,
-                                      word if word >= 0 else unk_word)
+            word = lm.node_word[wnode] if wnode >= 0 else -1
+            lp_word, node = _lm_score(lm, node, word if word >= 0 else unk_word)
             score += weight * lp_word + bonus + (0.0 if word >= 0 else oov)
         if mode > 0:
-            score += weight * _lm_score(keys, logprob, nxt, backoff, suffix, unk_word, node, end_word)[0]
+            score += weight * _lm_score(lm, node, lm.end_word)[0]
         finals[k] = acoustic[k] + score
 
-    order = [k for k in np.argsort(-finals, kind="mergesort")[:nbest] if finals[k] > NEG_INF]
+    order = [k for k in np.argsort(-finals, kind="mergesort")[:options.nbest] if finals[k] > NEG_INF]
     offsets = np.zeros(len(order) + 1, np.int64)
     out_scores = np.empty((len(order), 3), np.float64)
     labels = []

@@ -30,7 +30,7 @@ class CTCBatch:
     unbatched: bool
 
 
-def _int64_cpu(value, name: str, what: str) -> torch.Tensor:
+def int64_cpu(value, name: str, what: str) -> torch.Tensor:
     """value as an int64 CPU tensor; ValueError naming it unless it holds integers."""
     tensor = torch.as_tensor(value)
     if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
@@ -38,9 +38,9 @@ def _int64_cpu(value, name: str, what: str) -> torch.Tensor:
     return tensor.to("cpu", torch.int64)
 
 
-def _lengths(value, name: str, batch: int) -> torch.Tensor:
+def checked_lengths(value, name: str, batch: int) -> torch.Tensor:
     """Lengths as an int64 CPU tensor (B,), from a tensor, a sequence or (unbatched) an int."""
-    tensor = _int64_cpu([value] if isinstance(value, int) else value, name, "integers")
+    tensor = int64_cpu([value] if isinstance(value, int) else value, name, "integers")
     tensor = tensor.reshape(-1) if tensor.dim() == 0 else tensor
     if tensor.dim() != 1 or tensor.numel() != batch:
         raise ValueError(f"{name} must have shape ({batch},) for a batch of {batch}, got {tuple(tensor.shape)}")
@@ -52,7 +52,7 @@ def _lengths(value, name: str, batch: int) -> torch.Tensor:
 
 def _padded_targets(targets: torch.Tensor, lengths: torch.Tensor, batch: int, batched: bool) -> torch.Tensor:
     """Targets as a (B, max length) int64 CPU tensor; padding is left as found."""
-    targets = _int64_cpu(targets, "targets", "integer labels")
+    targets = int64_cpu(targets, "targets", "integer labels")
     if not batched:
         if targets.dim() != 1:
             raise ValueError(f"targets must be 1-D (S,) for unbatched log_probs (T, V), got {tuple(targets.shape)}")
@@ -92,8 +92,8 @@ def prepare(log_probs, targets, input_lengths, target_lengths, blank: int, reduc
         raise ValueError(f"log_probs must have at least one frame and one token, got shape {tuple(log_probs.shape)}")
     if not isinstance(blank, int) or not 0 <= blank < vocab:
         raise ValueError(f"blank must be an int in [0, {vocab}), got {blank!r}")
-    in_len = _lengths(input_lengths, "input_lengths", batch)
-    tgt_len = _lengths(target_lengths, "target_lengths", batch)
+    in_len = checked_lengths(input_lengths, "input_lengths", batch)
+    tgt_len = checked_lengths(target_lengths, "target_lengths", batch)
     if batch and int(in_len.max()) > num_frames:
         i = int(torch.argmax(in_len))
         raise ValueError(f"input_lengths[{i}] = {int(in_len[i])} exceeds the {num_frames} frames of log_probs")
