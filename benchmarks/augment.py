@@ -35,9 +35,10 @@ from metarecipe.data.corpora import get_corpus
 from metarecipe.data.demo_corpus import make_demo_corpus
 from metarecipe.features import FbankConfig, compute_feats
 from metarecipe.features.augment import AugmentConfig
+from metarecipe.io.pools import load_pools
 from metarecipe.meta import make_algorithm
 from metarecipe.meta.experiment import MetaTrainExperiment
-from metarecipe.meta.sampling import TaskSampler, draw_meta_batch, load_pools, make_augmenter
+from metarecipe.meta.sampling import TaskSampler, draw_meta_batch, make_augmenter
 from metarecipe.models import BatchedCTCModel
 from metarecipe.text.normalize import normalize
 from metarecipe.text.tokens import TokenTable

@@ -486,8 +486,8 @@ def real_lm(args: argparse.Namespace, work: Path) -> tuple[NGramLM, Path]:
 def real_data(args: argparse.Namespace, work: Path) -> list[dict]:
     """Each data directory's log-probabilities from the model (computed once), then every decoder with the LM."""
     from metarecipe.decode.decoder import log_probs_of
-    from metarecipe.meta.sampling import load_pools
-    from metarecipe.models.checkpoint import load_model
+    from metarecipe.io.model_files import load_model
+    from metarecipe.io.pools import load_pools
 
     model, tokens, _ = load_model(args.model)
     lm, arpa = real_lm(args, work)
@@ -548,7 +548,7 @@ def main(argv=None):
                         help="pyctcdecode decodes max(20, this / beam) utterances of the set")
     parser.add_argument("--quick", action="store_true", help="40 utterances, beams 1 and 8")
     parser.add_argument("--json", metavar="PATH", help="also write the records as JSON")
-    parser.add_argument("--model", help="real-data part: a model file (metarecipe.models.checkpoint)")
+    parser.add_argument("--model", help="real-data part: a model file (metarecipe.io.model_files)")
     parser.add_argument("--data", nargs="+", help="real-data part: data directories with features")
     parser.add_argument("--lm", help="real-data part: an ARPA word LM")
     parser.add_argument("--lm-text", help="real-data part: text (one sentence a line) for a word 3-gram")

@@ -20,9 +20,9 @@ import torch
 
 from metarecipe.decode.decoder import decode, log_probs_of
 from metarecipe.decode.lm_tables import lm_tables
+from metarecipe.io.pools import load_pools
 from metarecipe.kernels.beam_search import BeamSearchOptions
 from metarecipe.kernels.compact import load_compact
-from metarecipe.meta.sampling import load_pools
 from metarecipe.text.lm import NGramLM
 from metarecipe.text.tokens import TokenTable
 

@@ -23,12 +23,13 @@ from metarecipe.data.corpora import get_corpus
 from metarecipe.decode import error_rate
 from metarecipe.decode.greedy import greedy_decode
 from metarecipe.features import compute_feats
+from metarecipe.io.model_files import save_model
+from metarecipe.io.pools import load_pools
 from metarecipe.meta import InnerLoop, make_algorithm
 from metarecipe.meta.adapt import AdaptConfig, adapt
-from metarecipe.meta.sampling import collate, load_pools
+from metarecipe.meta.sampling import collate
 from metarecipe.meta.trainer import MetaTrainConfig, meta_train
 from metarecipe.models import BatchedCTCModel, ModelConfig
-from metarecipe.models.checkpoint import save_model
 from metarecipe.text.tokens import TokenTable
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from metarecipe.atomic import write_atomic
+from metarecipe.io.atomic import write_atomic
 
 PATTERN = re.compile(r"ckpt-(\d{8})\.pt$")
 

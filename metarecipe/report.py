@@ -14,7 +14,6 @@ model.pt) its size and parameters. Training compute comes from meta-training dir
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 
 from metarecipe.config import read_yaml
 from metarecipe.errors import InputError
+from metarecipe.io.atomic import atomic_path
 from metarecipe.stats import RESAMPLES, Counts, Estimate, difference_interval, rate_interval
 
 BASELINES = ("scratch", "multilingual")
@@ -657,8 +657,6 @@ def plot_cer(rows: list[dict], path, methods=(), resamples: int = RESAMPLES) -> 
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)

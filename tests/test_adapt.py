@@ -8,8 +8,8 @@ from test_commonvoice import make_release
 from metarecipe.data import read_data_dir
 from metarecipe.data.corpora import get_corpus
 from metarecipe.features import compute_feats
+from metarecipe.io.pools import load_pools
 from metarecipe.meta.adapt import AdaptConfig, adapt, budget_split
-from metarecipe.meta.sampling import load_pools
 from metarecipe.models import BatchedCTCModel, ModelConfig
 from metarecipe.text.tokens import TokenTable
 

@@ -22,10 +22,11 @@ from metarecipe.data.datadir import DataDir, write_data_dir
 from metarecipe.decode import error_rate
 from metarecipe.decode.greedy import greedy_decode
 from metarecipe.features import compute_feats
+from metarecipe.io.model_files import save_model, save_rates
+from metarecipe.io.pools import load_pools
 from metarecipe.meta.adapt import AdaptConfig, adapt, budget_split, plan_schedule
-from metarecipe.meta.sampling import collate, load_pools
+from metarecipe.meta.sampling import collate
 from metarecipe.meta.tasks import task_losses
-from metarecipe.models.checkpoint import save_model, save_rates
 from metarecipe.text.tokens import TokenTable
 
 SOUNDS = Path("/usr/share/asterisk/sounds/en")

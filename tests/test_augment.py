@@ -21,9 +21,10 @@ from metarecipe.features import FbankConfig, compute_fbank, compute_feats
 from metarecipe.features.augment import AugmentConfig, Augmenter, Draw, SpecAugmentConfig, normalise, spec_augment
 from metarecipe.features.fast_fbank import fast_fbank, fbank_function
 from metarecipe.features.waveform import mix_at_snr, power, room_impulse_response
+from metarecipe.io.model_files import load_model
+from metarecipe.io.pools import load_feats, load_pools
 from metarecipe.meta.experiment import MetaTrainExperiment
-from metarecipe.meta.sampling import collate, load_feats, load_pools, make_augmenter
-from metarecipe.models.checkpoint import load_model
+from metarecipe.meta.sampling import collate, make_augmenter
 from metarecipe.text.tokens import TokenTable
 
 RATE = 16000

@@ -14,9 +14,9 @@ from metarecipe.cli.main import COMMANDS, main
 from metarecipe.data import read_data_dir
 from metarecipe.data.corpora import get_corpus
 from metarecipe.features import compute_feats
+from metarecipe.io.model_files import save_model
 from metarecipe.kernels.compact import seal
 from metarecipe.models import BatchedCTCModel, ModelConfig
-from metarecipe.models.checkpoint import save_model
 from metarecipe.text.tokens import TokenTable
 
 

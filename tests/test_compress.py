@@ -17,13 +17,14 @@ from metarecipe.compress.quantize import quantize_per_channel
 from metarecipe.data.corpora import get_corpus
 from metarecipe.decode.decoder import best_texts, decode, log_probs_of
 from metarecipe.features import compute_feats
+from metarecipe.io.model_files import save_model
+from metarecipe.io.pools import load_pools
 from metarecipe.kernels.beam_search import BeamSearchOptions
 from metarecipe.kernels.compact import expected_shapes, load_compact, pack_bits, seal, unpack_bits
 from metarecipe.meta.adapt import AdaptConfig
-from metarecipe.meta.sampling import collate, load_pools
+from metarecipe.meta.sampling import collate
 from metarecipe.meta.tasks import task_losses
 from metarecipe.models import BatchedCTCModel, ModelConfig, ProgressiveCTCModel
-from metarecipe.models.checkpoint import save_model
 from metarecipe.models.ctc_model import ctc_forward, parameter_shapes
 from metarecipe.text.tokens import TokenTable
 

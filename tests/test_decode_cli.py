@@ -11,10 +11,10 @@ from metarecipe.data import read_data_dir
 from metarecipe.data.corpora import get_corpus
 from metarecipe.decode.decoder import decode, log_probs_of
 from metarecipe.features import compute_feats
+from metarecipe.io.model_files import load_model, save_model
+from metarecipe.io.pools import load_pools
 from metarecipe.kernels.beam_search import BeamSearchOptions
-from metarecipe.meta.sampling import load_pools
 from metarecipe.models import BatchedCTCModel, ModelConfig
-from metarecipe.models.checkpoint import load_model, save_model
 from metarecipe.text.tokens import TokenTable
 
 

@@ -13,13 +13,15 @@ from test_commonvoice import make_release
 from metarecipe.config import ConfigError
 from metarecipe.data import read_data_dir
 from metarecipe.data.corpora import get_corpus
-from metarecipe.data.datadir import DataDirError, read_key_values
+from metarecipe.data.datadir import DataDirError
 from metarecipe.errors import InputError
 from metarecipe.features import FbankConfig, compute_feats
 from metarecipe.features.tables import FeatureError, matrix_shapes, split_location
-from metarecipe.meta.sampling import check_task_seconds, collate, draw_meta_batch, load_pools
+from metarecipe.io.kaldi_tables import read_table
+from metarecipe.io.model_files import save_model
+from metarecipe.io.pools import load_pools
+from metarecipe.meta.sampling import check_task_seconds, collate, draw_meta_batch
 from metarecipe.models import BatchedCTCModel, ModelConfig
-from metarecipe.models.checkpoint import save_model
 from metarecipe.text.tokens import TokenTable
 
 
@@ -47,7 +49,7 @@ def tokens_of(*data_dirs):
 
 def last_entry(data_dir):
     """(utterance, ark file) of the last matrix in the ark: the one a truncation cuts."""
-    utt, value = list(read_key_values(data_dir / "feats.scp").items())[-1]
+    utt, value = list(read_table(data_dir / "feats.scp").items())[-1]
     return utt, split_location(value)[0]
 
 
@@ -67,7 +69,7 @@ def test_a_truncated_ark_is_found_before_loading_naming_utterance_and_file(dirs)
 def test_a_damaged_header_or_frame_count_is_found(dirs):
     train, _ = dirs
     tokens = tokens_of(train)
-    utt, value = next(iter(read_key_values(train / "feats.scp").items()))
+    utt, value = next(iter(read_table(train / "feats.scp").items()))
     ark, offset = split_location(value)
     content = ark.read_bytes()
     ark.write_bytes(content[:offset] + b"XX" + content[offset + 2:])
@@ -75,7 +77,7 @@ def test_a_damaged_header_or_frame_count_is_found(dirs):
         load_pools([train], tokens)
     ark.write_bytes(content)
     frames = (train / "utt2num_frames").read_text()
-    count = read_key_values(train / "utt2num_frames")[utt]
+    count = read_table(train / "utt2num_frames")[utt]
     (train / "utt2num_frames").write_text(frames.replace(f"{utt} {count}\n", f"{utt} {int(count) + 1}\n"))
     with pytest.raises(FeatureError, match=f"'{utt}' has {count} frames, utt2num_frames says {int(count) + 1}"):
         load_pools([train], tokens)
@@ -140,7 +142,7 @@ def test_a_speaker_whose_audio_is_all_unreadable_has_no_statistics_and_the_rest_
     for utt in data.spk2utt["bb22"]:
         corrupt(data.wav_scp[utt])
     assert compute_feats(train, nj=1, progress=False)["skipped"] == 2
-    assert list(read_key_values(train / "cmvn.scp")) == ["aa11"]
+    assert list(read_table(train / "cmvn.scp")) == ["aa11"]
     pool = load_pools([train], tokens_of(train))["de"]
     assert [u.utt for u in pool] == data.spk2utt["aa11"] and all(u.cmvn for u in pool)
     assert "2 utterance(s) without features" in capsys.readouterr().err
@@ -163,7 +165,7 @@ def test_a_dir_whose_audio_is_all_unreadable_says_so(prepared):
         corrupt(data.wav_scp[utt])
     with pytest.raises(FeatureError, match=f"no utterance gave features; .* {train / 'feats_skipped.tsv'}"):
         compute_feats(train, nj=1, progress=False)
-    assert list(read_key_values(train / "feats_skipped.tsv")) == data.utterances
+    assert list(read_table(train / "feats_skipped.tsv")) == data.utterances
     with pytest.raises(InputError, match=f"{train}.*no utterance has features"):
         load_pools([train], tokens_of(train))
 
@@ -180,7 +182,7 @@ def test_matrix_headers_give_kaldiio_shapes_and_find_truncation(tmp_path, method
     rng = np.random.default_rng(0)
     mats = {"a": rng.standard_normal((7, 5)).astype(np.float32), "b": rng.standard_normal((3, 5))}
     kaldiio.save_ark(str(tmp_path / "m.ark"), mats, scp=str(tmp_path / "m.scp"), compression_method=method)
-    entries = read_key_values(tmp_path / "m.scp")
+    entries = read_table(tmp_path / "m.scp")
     assert matrix_shapes(tmp_path / "m.scp", entries, "") == {k: kaldiio.load_mat(v).shape for k, v in entries.items()}
     ark = tmp_path / "m.ark"
     ark.write_bytes(ark.read_bytes()[:-1])

@@ -12,11 +12,11 @@ from test_commonvoice import make_release
 
 from metarecipe.data import read_data_dir
 from metarecipe.data.corpora import get_corpus
-from metarecipe.data.datadir import read_key_values
 from metarecipe.errors import InputError
 from metarecipe.features import FbankConfig, apply_cmvn, compute_cmvn, compute_fbank, compute_feats
 from metarecipe.features.extract import FBANK_RECORD, read_fbank_record
 from metarecipe.features.tables import FeatureError
+from metarecipe.io.kaldi_tables import read_table
 
 
 def test_fbank_has_kaldi_frame_count_and_is_deterministic():
@@ -101,7 +101,7 @@ def test_unreadable_audio_is_listed_source_tables_stay_and_restored_audio_comes_
     assert broken not in scp_keys(data_dir / "feats.scp") and broken not in scp_keys(data_dir / "utt2num_frames")
     assert scp_keys(data_dir / "cmvn.scp") == ["aa11", "bb22"]  # aa11 keeps its other utterance
     aa11 = [m for u, m in kaldiio.load_scp(str(data_dir / "feats.scp")).items() if u.startswith("aa11")]
-    assert np.allclose(kaldiio.load_mat(read_key_values(data_dir / "cmvn.scp")["aa11"]), compute_cmvn(aa11))
+    assert np.allclose(kaldiio.load_mat(read_table(data_dir / "cmvn.scp")["aa11"]), compute_cmvn(aa11))
     # a re-run tries the skipped utterance again (its job only) and keeps it skipped: the record stays
     assert compute_feats(data_dir, nj=2, progress=False)["jobs_run"] == 1
     assert (data_dir / "feats_skipped.tsv").read_text() == report
@@ -138,7 +138,7 @@ def test_a_job_whose_audio_or_settings_changed_is_redone(data_dir):
     feats = dict(kaldiio.load_scp(str(data_dir / "feats.scp")))
     assert np.array_equal(feats[last], feats[first])
     assert compute_feats(data_dir, nj=2, config=FbankConfig(num_mel_bins=40), progress=False)["jobs_run"] == 2
-    assert kaldiio.load_mat(read_key_values(data_dir / "feats.scp")[first]).shape[1] == 40
+    assert kaldiio.load_mat(read_table(data_dir / "feats.scp")[first]).shape[1] == 40
 
 
 def test_a_dir_without_utterances_is_an_error_before_anything_is_written(tmp_path):

@@ -16,8 +16,8 @@ from test_commonvoice import make_release
 from metarecipe.cli.main import main
 from metarecipe.data.corpora import get_corpus
 from metarecipe.features import compute_feats
+from metarecipe.io.model_files import load_model
 from metarecipe.models import BatchedCTCModel, ProgressiveCTCModel
-from metarecipe.models.checkpoint import load_model
 
 # fsync made slow, so that a kill can be aimed inside a checkpoint write; then the command itself
 KILLABLE = """

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from metarecipe.compress import export_compact
+from metarecipe.io.model_files import load_model, load_rates, save_model, save_rates
 from metarecipe.kernels.compact import DIGEST_KEY, ModelFileError, load_compact, payload_digest, seal
 from metarecipe.models import BatchedCTCModel, ModelConfig, ProgressiveCTCModel
-from metarecipe.models.checkpoint import load_model, load_rates, save_model, save_rates
 from metarecipe.text.tokens import TokenTable
 
 TOKENS = TokenTable(["<blk>", "<space>", "<unk>"] + list("abcdefghij"))

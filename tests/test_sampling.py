@@ -11,8 +11,9 @@ from metarecipe.data.corpora import get_corpus
 from metarecipe.features import FbankConfig, compute_feats
 from metarecipe.features.augment import AudioSource, AugmentConfig
 from metarecipe.features.cmvn import apply_cmvn
+from metarecipe.io.pools import load_pools
 from metarecipe.meta import InnerLoop, MetaBatch, make_algorithm
-from metarecipe.meta.sampling import TaskSampler, collate, draw_meta_batch, draw_seconds, load_pools, make_augmenter
+from metarecipe.meta.sampling import TaskSampler, collate, draw_meta_batch, draw_seconds, make_augmenter
 from metarecipe.models import BatchedCTCModel, ModelConfig
 from metarecipe.text.tokens import TokenTable
 

@@ -233,11 +233,11 @@ def test_cli_names_the_file_and_line_of_bad_input(tmp_path, capsys):
     duplicated = tmp_path / "hyp"
     duplicated.write_text("u1 the cat\nu2 a\nu1 sat\n", encoding="utf-8")
     assert main(["score", "--ref", ref, "--hyp", str(duplicated)]) == 1
-    assert capsys.readouterr().err == f"metarecipe score: {duplicated}:3: duplicate utterance id 'u1' " \
+    assert capsys.readouterr().err == f"metarecipe score: {duplicated}:3: duplicate key 'u1' " \
                                       "(first on line 1)\n"
     duplicated.write_text("u1 the cat\n  u2 a\n", encoding="utf-8")
     assert main(["score", "--ref", ref, "--hyp", str(duplicated)]) == 1
-    assert f"{duplicated}:2: no utterance id" in capsys.readouterr().err
+    assert f"{duplicated}:2: no key at the start" in capsys.readouterr().err
     assert main(["score", "--ref", ref, "--hyp", str(tmp_path / "absent")]) == 1
     assert f"{tmp_path / 'absent'}: No such file or directory" in capsys.readouterr().err
     assert main(["score", "--ref", ref, "--hyp", str(tmp_path)]) == 1

@@ -10,7 +10,8 @@ import pytest
 
 from metarecipe.data import DataDir, DataDirError, read_data_dir, write_data_dir
 from metarecipe.data.corpora import DataPrepError, get_corpus
-from metarecipe.data.datadir import read_foreign_data_dir, read_key_values, utterances_with_features
+from metarecipe.data.datadir import read_foreign_data_dir, utterances_with_features
+from metarecipe.io.kaldi_tables import read_table
 
 WAV = "spkA-u1 /c/a1.wav\nspkA-u2 /c/a2.wav\nspkB-u1 /c/b1.wav\n"
 TEXT = "spkA-u1 hallo welt\nspkA-u2 guten tag\nspkB-u1 tschüss\n"
@@ -224,7 +225,7 @@ def test_lenient_reading_splits_lines_on_newline_only(tmp_path):
                                    "line-separator character"}
     assert read_data_dir(directory, validate=False).text == data.text
     (tmp_path / "t.scp").write_text("a x\u2028b y\nc z\n", encoding="utf-8")
-    assert read_key_values(tmp_path / "t.scp") == {"a": "x\u2028b y", "c": "z"}
+    assert read_table(tmp_path / "t.scp") == {"a": "x\u2028b y", "c": "z"}
 
 
 def test_client_id_with_a_space_is_refused_before_anything_is_written(tmp_path):

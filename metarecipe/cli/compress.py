@@ -6,9 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from metarecipe.atomic import write_atomic
 from metarecipe.compress.pipeline import CompressConfig, compress_model
 from metarecipe.config import ConfigError, FieldError
+from metarecipe.io.atomic import write_atomic
 from metarecipe.meta.adapt import AdaptConfig
 
 FINETUNE_OPTIONS = {"minutes": "--finetune-minutes", "max_steps": "--finetune-steps", "lr": "--finetune-lr"}
@@ -24,7 +24,7 @@ def add_parser(sub, name: str) -> None:
                                    "and recurrent weights (--int8). Writes OUT, a compact file that "
                                    "metarecipe.kernels.compact loads without the training code and "
                                    "`metarecipe decode` decodes, and OUT's name with .json: sizes and parameters.")
-    p.add_argument("model", help="model file (metarecipe.models.checkpoint), e.g. exp/adapt/<run>/adapted.pt")
+    p.add_argument("model", help="model file (metarecipe.io.model_files), e.g. exp/adapt/<run>/adapted.pt")
     p.add_argument("out", help="the compact model file to write")
     p.add_argument("--keep-units", type=float, default=1.0,
                    help="share of GRU units (each layer and direction) and projection outputs kept (default 1)")

@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
 
 import torch
 
-from metarecipe.atomic import write_atomic
+from metarecipe.decode.bundle import read_lm
 from metarecipe.decode.decoder import best_texts, decode, log_probs_of
-from metarecipe.decode.lm_tables import lm_tables
 from metarecipe.devices import resolve_device
 from metarecipe.errors import InputError
+from metarecipe.io.atomic import write_atomic
+from metarecipe.io.model_files import read_model_file
+from metarecipe.io.pools import check_feature_dim, load_pools
 from metarecipe.kernels.beam_search import BeamSearchOptions
-from metarecipe.kernels.compact import compact_from_payload, is_compact, read_weights_only
-from metarecipe.meta.experiment import check_feature_dim
-from metarecipe.meta.sampling import load_pools
-from metarecipe.models.checkpoint import model_from_payload, token_table
-from metarecipe.text.lm import NGramLM
-from metarecipe.text.tokens import TokenTable
 
 
 def add_parser(sub, name: str) -> None:
@@ -31,7 +28,7 @@ def add_parser(sub, name: str) -> None:
                                    "OUT_DIR/hyp (Kaldi text: utt-id words), OUT_DIR/nbest (utt-id rank total "
                                    "acoustic lm text) and OUT_DIR/decode.json (options, timing). Score with "
                                    "`metarecipe score --ref DATA_DIR/text --hyp OUT_DIR/hyp`.")
-    p.add_argument("model", help="model file (metarecipe.models.checkpoint) or compact file (metarecipe compress)")
+    p.add_argument("model", help="model file (metarecipe.io.model_files) or compact file (metarecipe compress)")
     p.add_argument("data_dir")
     p.add_argument("out_dir")
     p.add_argument("--lm", help="ARPA language model (.arpa or .arpa.gz)")
@@ -39,22 +36,7 @@ def add_parser(sub, name: str) -> None:
                    help="word: an LM over words, scored at word ends; token: an LM over the model's tokens "
                         "(train-lm --unit char), scored on every token (default word)")
     p.add_argument("--greedy", action="store_true", help="best-path decoding instead of the beam search")
-    defaults = BeamSearchOptions()
-    p.add_argument("--beam", type=int, default=defaults.beam)
-    p.add_argument("--beam-threshold", type=float, default=defaults.beam_threshold,
-                   help="drop hypotheses this far (ln) below the best")
-    p.add_argument("--token-threshold", type=float, default=defaults.token_threshold,
-                   help="per frame, try only tokens within this (ln, negative) of the best token")
-    p.add_argument("--token-beam", type=int, default=None, help="per frame, try at most this many tokens")
-    p.add_argument("--blank-skip", type=float, default=defaults.blank_skip,
-                   help="skip frames whose blank probability reaches this (1 or more: never)")
-    p.add_argument("--lm-weight", type=float, default=defaults.lm_weight)
-    p.add_argument("--insertion-bonus", type=float, default=defaults.insertion_bonus,
-                   help="added per word (word LM) or per token (token LM, no LM)")
-    p.add_argument("--oov-penalty", type=float, default=defaults.oov_penalty,
-                   help="word LM: added for each word outside the LM's vocabulary (ln, default %(default)s)")
-    p.add_argument("--lexicon-only", action="store_true", help="word LM: only words of the LM's vocabulary")
-    p.add_argument("--nbest", type=int, default=defaults.nbest)
+    add_search_arguments(p, BeamSearchOptions())
     p.add_argument("--batch", type=int, default=16, help="utterances per acoustic model batch")
     p.add_argument("--backend", choices=("cpp", "numba"), help="beam search backend (default: fastest here)")
     p.add_argument("--device", default="cpu", help="where the acoustic model runs: cpu, cuda, cuda:N or auto "
@@ -66,35 +48,37 @@ def write_text(path: Path, lines: list[str]) -> None:
     write_atomic(path, "".join(f"{line}\n" for line in lines).encode("utf-8"))
 
 
-def search_options(args: argparse.Namespace) -> BeamSearchOptions:
+def add_search_arguments(p, defaults: BeamSearchOptions | None) -> None:
+    """The beam search options (--beam ... --nbest); defaults None: each left None unless given (an override of
+    the options a model file was bundled with, `search_options`)."""
+    def default(name):
+        return getattr(defaults, name) if defaults is not None else None
+    p.add_argument("--beam", type=int, default=default("beam"))
+    p.add_argument("--beam-threshold", type=float, default=default("beam_threshold"),
+                   help="drop hypotheses this far (ln) below the best")
+    p.add_argument("--token-threshold", type=float, default=default("token_threshold"),
+                   help="per frame, try only tokens within this (ln, negative) of the best token")
+    p.add_argument("--token-beam", type=int, default=None, help="per frame, try at most this many tokens")
+    p.add_argument("--blank-skip", type=float, default=default("blank_skip"),
+                   help="skip frames whose blank probability reaches this (1 or more: never)")
+    p.add_argument("--lm-weight", type=float, default=default("lm_weight"))
+    p.add_argument("--insertion-bonus", type=float, default=default("insertion_bonus"),
+                   help="added per word (word LM) or per token (token LM, no LM)")
+    p.add_argument("--oov-penalty", type=float, default=default("oov_penalty"),
+                   help="word LM: added for each word outside the LM's vocabulary (ln)")
+    p.add_argument("--lexicon-only", action="store_const", const=True, default=default("lexicon_only"),
+                   help="word LM: only words of the LM's vocabulary")
+    p.add_argument("--nbest", type=int, default=default("nbest"))
+
+
+def search_options(args: argparse.Namespace, base: BeamSearchOptions | None = None) -> BeamSearchOptions:
+    """The options of add_search_arguments over `base` (default BeamSearchOptions()): those given replace its."""
+    given = {field.name: getattr(args, field.name) for field in dataclasses.fields(BeamSearchOptions)
+             if getattr(args, field.name) is not None}
     try:
-        return BeamSearchOptions(beam=args.beam, beam_threshold=args.beam_threshold,
-                                 token_threshold=args.token_threshold, token_beam=args.token_beam,
-                                 blank_skip=args.blank_skip, lm_weight=args.lm_weight,
-                                 insertion_bonus=args.insertion_bonus, oov_penalty=args.oov_penalty,
-                                 nbest=args.nbest, lexicon_only=args.lexicon_only)
+        return dataclasses.replace(base or BeamSearchOptions(), **given)
     except ValueError as err:  # the options' own range check
         raise InputError(f"search options: {err}") from err
-
-
-def read_model(path: str, device: torch.device):
-    """(model, token table, its input feature dimensions) of a model file or a compact file."""
-    payload = read_weights_only(path)
-    if is_compact(payload):
-        if device.type != "cpu":
-            raise InputError(f"{path}: compact models run on the CPU, not on --device {device}")
-        model = compact_from_payload(payload, path)
-        return model, token_table(path, model.tokens), model.config["num_mel_bins"]
-    model, tokens, _ = model_from_payload(payload, path)
-    return model.to(device), tokens, model.config.num_mel_bins
-
-
-def read_lm(path: str, tokens: TokenTable, unit: str):
-    lm = NGramLM.read_arpa(path)
-    try:
-        return lm_tables(lm, tokens, unit)
-    except ValueError as err:  # an LM that does not fit the model's tokens
-        raise InputError(f"{path}: {err}") from err
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise InputError(f"--{name} must be at least 1, got {value}")
-    model, tokens, num_mel_bins = read_model(args.model, device)
+    loaded = read_model_file(args.model, device)
+    model, tokens, num_mel_bins = loaded.model, loaded.tokens, loaded.num_mel_bins
     pools = load_pools([args.data_dir], tokens, group_by=None)
     check_feature_dim(pools, num_mel_bins, args.model)
     utts = [u for pool in pools.values() for u in pool]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from metarecipe.atomic import write_atomic
-from metarecipe.cli.score import read_table
 from metarecipe.errors import InputError
+from metarecipe.io.atomic import write_atomic
+from metarecipe.io.kaldi_tables import read_table
 from metarecipe.text.normalize import normalize
 
 

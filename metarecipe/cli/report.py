@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from metarecipe.atomic import write_atomic
 from metarecipe.errors import InputError
+from metarecipe.io.atomic import write_atomic
 from metarecipe.report import collect, plot_cer, results_markdown, training_compute
 from metarecipe.stats import RESAMPLES
 

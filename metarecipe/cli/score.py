@@ -6,7 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-from metarecipe.atomic import write_atomic
 from metarecipe.decode.scoring import (
     MODES,
     UNIT_NAMES,
@@ -16,6 +15,8 @@ from metarecipe.decode.scoring import (
     write_summary,
 )
 from metarecipe.errors import InputError
+from metarecipe.io.atomic import write_atomic
+from metarecipe.io.kaldi_tables import read_table
 
 
 def add_parser(sub, name: str) -> None:
@@ -37,30 +38,6 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
                    help="with --out-dir: a label stored in scores.json beside the rates (repeatable), e.g. "
                         "method=fomaml; `metarecipe report` tabulates scores.json files by their tags")
-
-
-def read_table(path: str, need_value: bool) -> dict[str, str]:
-    """`key value...` lines of a UTF-8 file as {key: rest of the line, stripped}; InputError names file and line."""
-    try:
-        content = Path(path).read_bytes().decode("utf-8")
-    except OSError as err:  # missing, unreadable, a directory
-        raise InputError(f"{path}: {err.strerror}") from None
-    except UnicodeDecodeError as err:
-        line = Path(path).read_bytes()[: err.start].count(b"\n") + 1
-        raise InputError(f"{path}:{line}: not UTF-8 ({err.reason})") from None
-    table: dict[str, str] = {}
-    first_line: dict[str, int] = {}
-    for number, line in enumerate(content.splitlines(), start=1):
-        if not line.strip() or line[0].isspace():
-            raise InputError(f"{path}:{number}: no utterance id at the start of the line")
-        key, *rest = line.split(maxsplit=1)
-        if key in table:
-            raise InputError(f"{path}:{number}: duplicate utterance id '{key}' (first on line {first_line[key]})")
-        if need_value and not rest:
-            raise InputError(f"{path}:{number}: '{key}' has no value")
-        table[key] = rest[0].strip() if rest else ""
-        first_line[key] = number
-    return table
 
 
 def parse_tag(item: str) -> tuple[str, str]:

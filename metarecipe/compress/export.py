@@ -1,6 +1,6 @@
 """Export of a (pruned) model to one compact file for metarecipe.kernels.compact: float32 or int8 weights,
 sparse matrices stored as a bitmask and their nonzero values when that is smaller. The file carries its content
-hash, as every model file (metarecipe.models.checkpoint.write_model_file)."""
+hash, as every model file (metarecipe.io.model_files.write_model_file)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 
 from metarecipe.compress.quantize import is_quantized_weight, quantize_per_channel
 from metarecipe.errors import InputError
+from metarecipe.io.model_files import write_model_file
 from metarecipe.kernels.compact import CONFIG_KEYS, FORMAT, CompactCTCModel, pack_bits
-from metarecipe.models.checkpoint import write_model_file
 from metarecipe.models.ctc_model import BatchedCTCModel, ModelConfig
 from metarecipe.text.tokens import TokenTable
 
@@ -55,19 +55,21 @@ def _entry(value: torch.Tensor, int8: bool):
     return entry
 
 
-def compact_payload(model: BatchedCTCModel, tokens: TokenTable, int8: bool = False, info: dict | None = None) -> dict:
-    """The compact file's content for `model` (its linear and recurrent weights in int8 when `int8`)."""
+def compact_payload(model: BatchedCTCModel, tokens: TokenTable, int8: bool = False, info: dict | None = None,
+                    bundle: dict | None = None) -> dict:
+    """The compact file's content for `model` (its linear and recurrent weights in int8 when `int8`), with the
+    front end and decoding bundle of the file it came from (ModelFile.bundle)."""
     check_supported(model)
     config = {key: value for key, value in dataclasses.asdict(model.config).items() if key in CONFIG_KEYS}
     tensors = {name: _entry(p, int8 and is_quantized_weight(name)) for name, p in model.params.items()}
     return {"format": FORMAT, "config": config, "tokens": list(tokens.symbols), "info": dict(info or {}),
-            "tensors": tensors}
+            "tensors": tensors, **(bundle or {})}
 
 
 def export_compact(model: BatchedCTCModel, tokens: TokenTable, path, int8: bool = False,
-                   info: dict | None = None) -> CompactCTCModel:
+                   info: dict | None = None, bundle: dict | None = None) -> CompactCTCModel:
     """Writes the compact file (atomically) and returns the model it holds, as the runtime will run it."""
-    payload = compact_payload(model, tokens, int8, info)
+    payload = compact_payload(model, tokens, int8, info, bundle)
     compact = CompactCTCModel(payload["config"], payload["tokens"], payload["tensors"], payload["info"], path)
     write_model_file(path, payload)
     return compact

@@ -15,11 +15,10 @@ from metarecipe.compress.distill import check_distill, distillation_losses
 from metarecipe.compress.export import check_supported, export_compact, model_from_compact
 from metarecipe.compress.pruning import check_keep, check_sparsity, magnitude_masks, prune_structured
 from metarecipe.config import ConfigError
-from metarecipe.kernels.compact import compact_from_payload, is_compact, read_weights_only
+from metarecipe.io.model_files import read_model_file
 from metarecipe.meta.adapt import AdaptConfig, adapt
 from metarecipe.meta.adapt_experiment import target_pool
 from metarecipe.meta.tasks import task_losses
-from metarecipe.models.checkpoint import model_from_payload, token_table
 
 
 @dataclass(frozen=True)
@@ -38,17 +37,17 @@ class CompressConfig:
 
 
 def _checked(model_path, config: CompressConfig):
-    """(model, tokens, info, fine-tuning pool or None), or an InputError naming the file, option or number."""
+    """(model, tokens, info, fine-tuning pool or None, front end and decoding bundle), or an InputError naming the
+    file, option or number."""
     check_keep(config.keep_units, "keep_units")
     check_keep(config.keep_channels, "keep_channels")
     check_sparsity(config.sparsity)
     check_distill(config.distill)
-    payload = read_weights_only(model_path)
-    if is_compact(payload):
-        compact = compact_from_payload(payload, model_path)
-        model, tokens, info = model_from_compact(compact), token_table(model_path, compact.tokens), compact.info
+    loaded = read_model_file(model_path)
+    model, tokens, info = loaded.model, loaded.tokens, loaded.info
+    if loaded.is_compact:
+        model = model_from_compact(model)
     else:
-        model, tokens, info = model_from_payload(payload, model_path)
         check_supported(model, model_path)
     pool = None
     if config.finetune_data is not None:
@@ -57,14 +56,14 @@ def _checked(model_path, config: CompressConfig):
                               "keep_channels = 1, sparsity = 0)")
         pool = target_pool(config.finetune_data, tokens, config.finetune, model.config.num_mel_bins,
                            "finetune.minutes")
-    return model, tokens, info, pool
+    return model, tokens, info, pool, loaded.bundle()
 
 
 def compress_model(model_path, out_path, config: CompressConfig) -> dict:
     """Compresses the model file (or a compact file, to prune or quantize it further) into the compact file
     `out_path`; returns a summary (sizes, parameters,
     fine-tuning history) for compress.json."""
-    model, tokens, info, pool = _checked(model_path, config)
+    model, tokens, info, pool, bundle = _checked(model_path, config)
     start = time.perf_counter()
     before = sum(p.numel() for p in model.params.values())
     teacher = copy.deepcopy(model) if pool is not None and config.distill > 0 else None
@@ -86,7 +85,7 @@ def compress_model(model_path, out_path, config: CompressConfig) -> dict:
     compact = export_compact(model, tokens, out_path, config.int8,
                              {**info, "compressed_from": str(model_path), "keep_units": config.keep_units,
                               "keep_channels": config.keep_channels, "sparsity": config.sparsity,
-                              "int8": config.int8})
+                              "int8": config.int8}, bundle)
     return {"model": str(model_path), "out": str(out_path), "config": {
                 "keep_units": config.keep_units, "keep_channels": config.keep_channels,
                 "sparsity": config.sparsity, "int8": config.int8, "finetune_data": config.finetune_data,

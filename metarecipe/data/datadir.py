@@ -47,6 +47,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from metarecipe.errors import InputError
+from metarecipe.io.atomic import write_text_atomic
 
 UTTERANCE_TABLES = ("text", "utt2spk", "utt2dur", "utt2lang", "segments")
 SKIPPED_FEATURES = "feats_skipped.tsv"
@@ -527,31 +528,11 @@ def validate_data_dir(data: DataDir, where: str = "data dir") -> list[str]:
     return _validate(data, lambda name, key=None: f"{where}/{name}")
 
 
-def read_key_values(path: str | os.PathLike) -> dict[str, str]:
-    """A `key value` file (scp, utt2num_frames, utt2<key>, skipped.tsv) as a dict; blank lines ignored. Lines
-    are split on "\\n" only and the key from the value at the first run of spaces or tabs."""
-    path = Path(path)
-    table = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
-        if not line.strip(" \t"):
-            continue
-        parts = _BLANKS.split(line.strip(" \t"), maxsplit=1)
-        if len(parts) < 2:
-            raise DataDirError(f"{path}:{number}: '{printable(parts[0])}' has no value")
-        table[parts[0]] = parts[1]
-    return table
-
-
 # --- writing and changing -------------------------------------------------------------------------------------
 
 
 def _write_lines(path: Path, lines: list[str]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.writelines(line + "\n" for line in lines)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(line + "\n" for line in lines))
 
 
 def write_data_dir(data: DataDir, directory: str | os.PathLike) -> Path:

@@ -6,33 +6,37 @@ import torch
 from tqdm import tqdm
 
 from metarecipe.decode.greedy import greedy_decode
+from metarecipe.io.pools import Utterance, pad_features
 from metarecipe.kernels.beam_search import BeamSearchOptions, Hypothesis, LMTables, ctc_beam_search
 from metarecipe.kernels.compact import CompactCTCModel
-from metarecipe.meta.sampling import Utterance, collate
 from metarecipe.models.ctc_model import BatchedCTCModel
 from metarecipe.text.tokens import TokenTable
 
 
+def acoustic_log_probs(model: BatchedCTCModel | CompactCTCModel, feats: torch.Tensor,
+                       lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """feats (B, T, F) normalised, lengths (B,) -> log-probabilities (B, T', V) and lengths (B,), on the CPU, of a
+    training model (run on its device) or a compact one."""
+    with torch.no_grad():
+        if isinstance(model, CompactCTCModel):
+            return model.log_probs(feats, lengths)
+        device = next(iter(model.params.values())).device
+        stacked = {name: p.unsqueeze(0) for name, p in model.params.items()}
+        log_probs, out_lengths = model.functional_forward(stacked, feats[None].to(device), lengths[None].to(device))
+        return log_probs[0].cpu(), out_lengths[0].cpu()
+
+
 def log_probs_of(model: BatchedCTCModel | CompactCTCModel, utts: list[Utterance], batch_utts: int = 16,
                  progress: bool = False) -> dict[str, torch.Tensor]:
-    """utt id -> (T', V) log-probabilities (on the CPU) of the model (a training model, run on its device, or a
-    compact one), batched by length."""
+    """utt id -> (T', V) log-probabilities (on the CPU) of the model (acoustic_log_probs), batched by length."""
     out = {}
     ordered = sorted(utts, key=lambda u: u.frames)
-    compact = isinstance(model, CompactCTCModel)
-    stacked = None if compact else {name: p.unsqueeze(0) for name, p in model.params.items()}
-    device = torch.device("cpu") if compact else next(iter(model.params.values())).device
-    with torch.no_grad():
-        for start in tqdm(range(0, len(ordered), batch_utts), desc="acoustic model", unit="batch",
-                          disable=not progress):
-            chunk = ordered[start:start + batch_utts]
-            tasks = collate([chunk], len(chunk)).to(device)
-            if compact:
-                log_probs, lengths = model.log_probs(tasks.feats[0], tasks.lengths[0])
-            else:
-                log_probs, lengths = (x[0] for x in model.functional_forward(stacked, tasks.feats, tasks.lengths))
-            for utt, scores, length in zip(chunk, log_probs, lengths.tolist(), strict=True):
-                out[utt.utt] = scores[:length].cpu().clone()
+    for start in tqdm(range(0, len(ordered), batch_utts), desc="acoustic model", unit="batch",
+                      disable=not progress):
+        chunk = ordered[start:start + batch_utts]
+        log_probs, lengths = acoustic_log_probs(model, *pad_features(chunk))
+        for utt, scores, length in zip(chunk, log_probs, lengths.tolist(), strict=True):
+            out[utt.utt] = scores[:length].clone()
     return out
 
 

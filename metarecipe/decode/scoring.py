@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from metarecipe.atomic import write_atomic
 from metarecipe.decode.alignment import align, op_codes
+from metarecipe.io.atomic import write_atomic
 
 MODES = ("present", "all", "strict")
 UNIT_NAMES = {"word": "WER", "char": "CER"}

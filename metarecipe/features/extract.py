@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
 from pathlib import Path
@@ -29,18 +28,14 @@ from tqdm import tqdm
 
 from metarecipe.config import from_mapping
 from metarecipe.data.audio import AudioError, read_audio
-from metarecipe.data.datadir import SKIPPED_FEATURES, DataDir, printable, read_data_dir, read_key_values
+from metarecipe.data.datadir import SKIPPED_FEATURES, DataDir, printable, read_data_dir
 from metarecipe.features.cmvn import compute_cmvn
 from metarecipe.features.fbank import FbankConfig, compute_fbank
 from metarecipe.features.tables import FeatureError
+from metarecipe.io.atomic import atomic_path, write_text_atomic
+from metarecipe.io.kaldi_tables import read_table
 
 FBANK_RECORD = "fbank.json"  # in the feature directory: the FbankConfig of its arks
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def job_splits(data: DataDir, nj: int) -> list[list[str]]:
@@ -64,9 +59,9 @@ def _run_job(job: int, items: list[tuple[str, str, float, float]], feat_dir: str
     done-marker, written last, records `inputs` (the job's digest) and the size and SHA-256 of every output."""
     feat_dir = Path(feat_dir)
     ark, scp = feat_dir / f"raw_fbank.{job}.ark", feat_dir / f"raw_fbank.{job}.scp"
-    ark_tmp, scp_tmp = feat_dir / f".raw_fbank.{job}.ark.tmp", feat_dir / f".raw_fbank.{job}.scp.tmp"
     frames, skipped = {}, {}
-    with kaldiio.WriteHelper(f"ark,scp:{ark_tmp},{scp_tmp}") as writer:
+    with atomic_path(ark) as ark_tmp, atomic_path(scp) as scp_tmp, \
+            kaldiio.WriteHelper(f"ark,scp:{ark_tmp},{scp_tmp}") as writer:
         for utt, spec, start, end in items:
             try:
                 feats = compute_fbank(read_audio(spec, config.sample_rate, start, end), config)
@@ -78,15 +73,12 @@ def _run_job(job: int, items: list[tuple[str, str, float, float]], feat_dir: str
                 continue
             writer(utt, feats)
             frames[utt] = feats.shape[0]
-    lines = scp_tmp.read_text(encoding="utf-8").replace(f" {ark_tmp}:", f" {ark}:")
-    os.replace(ark_tmp, ark)
-    scp_tmp.unlink()
-    _write_text(scp, lines)
-    _write_text(feat_dir / f"utt2num_frames.{job}", "".join(f"{u} {n}\n" for u, n in frames.items()))
-    _write_text(feat_dir / f"skipped.{job}.tsv", "".join(f"{u}\t{r}\n" for u, r in skipped.items()))
+    write_text_atomic(scp, scp.read_text(encoding="utf-8").replace(f" {ark_tmp}:", f" {ark}:"))
+    write_text_atomic(feat_dir / f"utt2num_frames.{job}", "".join(f"{u} {n}\n" for u, n in frames.items()))
+    write_text_atomic(feat_dir / f"skipped.{job}.tsv", "".join(f"{u}\t{r}\n" for u, r in skipped.items()))
     outputs = {path.name: _file_digest(path) for path in _job_outputs(feat_dir, job)}
     marker = {"inputs": inputs, "utterances": len(frames), "skipped": len(skipped), "outputs": outputs}
-    _write_text(feat_dir / f"raw_fbank.{job}.done", json.dumps(marker, indent=1))
+    write_text_atomic(feat_dir / f"raw_fbank.{job}.done", json.dumps(marker, indent=1))
     return job, frames, skipped
 
 
@@ -153,7 +145,7 @@ def compute_feats(data_dir, feat_dir=None, nj: int = 2, config: FbankConfig | No
             for future in tqdm(as_completed(futures), total=len(futures), desc=f"fbank {data_dir}",
                                disable=not progress, unit="job"):
                 future.result()
-    _write_text(feat_dir / FBANK_RECORD, json.dumps(asdict(config), indent=1) + "\n")
+    write_text_atomic(feat_dir / FBANK_RECORD, json.dumps(asdict(config), indent=1) + "\n")
     return _combine(data, data_dir, feat_dir, nj, len(pending))
 
 
@@ -180,30 +172,30 @@ def _combine(data: DataDir, data_dir: Path, feat_dir: Path, nj: int, jobs_run: i
     ones with their reasons in feats_skipped.tsv (and feat_dir/skipped.tsv). The source tables stay as they are."""
     feats, frames, skipped = {}, {}, {}
     for j in range(nj):
-        feats.update(read_key_values(feat_dir / f"raw_fbank.{j}.scp"))
-        frames.update(read_key_values(feat_dir / f"utt2num_frames.{j}"))
-        skipped.update(read_key_values(feat_dir / f"skipped.{j}.tsv"))
+        feats.update(read_table(feat_dir / f"raw_fbank.{j}.scp"))
+        frames.update(read_table(feat_dir / f"utt2num_frames.{j}"))
+        skipped.update(read_table(feat_dir / f"skipped.{j}.tsv"))
     report = "".join(f"{u}\t{r}\n" for u, r in sorted(skipped.items()))
-    _write_text(feat_dir / "skipped.tsv", report)
-    _write_text(data_dir / SKIPPED_FEATURES, report)
+    write_text_atomic(feat_dir / "skipped.tsv", report)
+    write_text_atomic(data_dir / SKIPPED_FEATURES, report)
     with_feats = [u for u in data.utterances if u in feats]
-    _write_text(data_dir / "feats.scp", "".join(f"{u} {feats[u]}\n" for u in with_feats))
-    _write_text(data_dir / "utt2num_frames", "".join(f"{u} {frames[u]}\n" for u in with_feats))
+    write_text_atomic(data_dir / "feats.scp", "".join(f"{u} {feats[u]}\n" for u in with_feats))
+    write_text_atomic(data_dir / "utt2num_frames", "".join(f"{u} {frames[u]}\n" for u in with_feats))
     if not with_feats:
         (data_dir / "cmvn.scp").unlink(missing_ok=True)  # no statistics of an earlier run stay behind
         raise FeatureError(f"{data_dir}: no utterance gave features; each is listed with the reason in "
                            f"{data_dir / SKIPPED_FEATURES}")
-    cmvn_ark, cmvn_scp = feat_dir / "cmvn.ark", feat_dir / ".cmvn.scp.tmp"
+    cmvn_ark, cmvn_scp = feat_dir / "cmvn.ark", data_dir / "cmvn.scp"
     global_stats = 0.0
-    with kaldiio.WriteHelper(f"ark,scp:{cmvn_ark},{cmvn_scp}") as writer:
+    with atomic_path(cmvn_ark) as ark_tmp, atomic_path(cmvn_scp) as scp_tmp, \
+            kaldiio.WriteHelper(f"ark,scp:{ark_tmp},{scp_tmp}") as writer:
         for speaker, utts in data.spk2utt.items():
             if any(u in feats for u in utts):  # a speaker without features has no statistics
                 stats = compute_cmvn(kaldiio.load_mat(feats[u]) for u in utts if u in feats)
                 writer(speaker, stats)
                 global_stats = global_stats + stats
-    os.replace(cmvn_scp, data_dir / "cmvn.scp")
-    global_tmp = feat_dir / ".global_cmvn.mat.tmp"
-    kaldiio.save_mat(str(global_tmp), global_stats)
-    os.replace(global_tmp, feat_dir / "global_cmvn.mat")
+    write_text_atomic(cmvn_scp, cmvn_scp.read_text(encoding="utf-8").replace(f" {ark_tmp}:", f" {cmvn_ark}:"))
+    with atomic_path(feat_dir / "global_cmvn.mat") as global_tmp:
+        kaldiio.save_mat(str(global_tmp), global_stats)
     return {"utterances": len(with_feats), "frames": sum(int(frames[u]) for u in with_feats),
             "skipped": len(skipped), "jobs_run": jobs_run}

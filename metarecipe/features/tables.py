@@ -14,8 +14,9 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from metarecipe.data.datadir import SKIPPED_FEATURES, DataDir, read_key_values
+from metarecipe.data.datadir import SKIPPED_FEATURES, DataDir
 from metarecipe.errors import InputError
+from metarecipe.io.kaldi_tables import read_table
 
 _LOCATION = re.compile(r"(.+):(\d+)")
 # bytes of one value after a float header; compressed types: (bytes per value, bytes per column) after theirs
@@ -48,9 +49,9 @@ def read_feature_tables(data_dir: Path, data: DataDir) -> FeatureTables:
         if not (data_dir / needed).exists():
             raise FeatureError(f"{data_dir / needed}: missing; run `metarecipe compute-feats {data_dir}`")
     skipped_path = data_dir / SKIPPED_FEATURES
-    skipped = read_key_values(skipped_path) if skipped_path.exists() else {}
-    feats = read_key_values(data_dir / "feats.scp")
-    frames = {utt: int(n) for utt, n in read_key_values(data_dir / "utt2num_frames").items()}
+    skipped = read_table(skipped_path) if skipped_path.exists() else {}
+    feats = read_table(data_dir / "feats.scp")
+    frames = {utt: int(n) for utt, n in read_table(data_dir / "utt2num_frames").items()}
     rerun = f"re-run `metarecipe compute-feats {data_dir}`"
     dims = set()
     for utt, (rows, cols) in matrix_shapes(data_dir / "feats.scp", feats, rerun).items():
@@ -62,7 +63,7 @@ def read_feature_tables(data_dir: Path, data: DataDir) -> FeatureTables:
         raise FeatureError(f"{data_dir / 'feats.scp'}: features of {len(dims)} dimensions {sorted(dims)}; {rerun}")
     dim = dims.pop()
     cmvn_path = data_dir / "cmvn.scp"
-    cmvn = read_key_values(cmvn_path) if cmvn_path.exists() else {}
+    cmvn = read_table(cmvn_path) if cmvn_path.exists() else {}
     for speaker, shape in matrix_shapes(cmvn_path, cmvn, rerun).items():
         if shape != (2, dim + 1):
             raise FeatureError(f"{cmvn_path}: speaker '{speaker}' has statistics of shape {shape}, features of "

@@ -36,8 +36,9 @@ from metarecipe.config import ConfigError, require, require_at_least, require_po
 from metarecipe.decode import error_rate
 from metarecipe.decode.greedy import greedy_decode
 from metarecipe.features.augment import Augmenter
+from metarecipe.io.pools import Utterance
 from metarecipe.kernels import ctc_loss
-from metarecipe.meta.sampling import Utterance, collate, draw_seconds
+from metarecipe.meta.sampling import collate, draw_seconds
 from metarecipe.meta.tasks import TaskSet, task_losses
 
 OPTIMIZERS = ("sgd", "adam")

@@ -27,11 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metarecipe.atomic import write_atomic
 from metarecipe.config import ConfigError
 from metarecipe.devices import resolve_device
 from metarecipe.errors import InputError
 from metarecipe.features.augment import AugmentConfig
+from metarecipe.io.atomic import write_atomic
+from metarecipe.io.model_files import load_model, load_rates, save_model
+from metarecipe.io.pools import check_feature_dim, frontend_of, load_pools
 from metarecipe.meta.adapt import (
     AdaptConfig,
     AdaptResult,
@@ -41,10 +43,9 @@ from metarecipe.meta.adapt import (
     outcome_line,
     trainable_names,
 )
-from metarecipe.meta.experiment import check_feature_dim, prepare_exp_dir
-from metarecipe.meta.sampling import load_pools, make_augmenter
+from metarecipe.meta.experiment import prepare_exp_dir
+from metarecipe.meta.sampling import make_augmenter
 from metarecipe.models import BatchedCTCModel, ProgressiveCTCModel
-from metarecipe.models.checkpoint import load_model, load_rates, save_model
 
 RULES = ("sgd", "head", "metasgd", "pnn")
 
@@ -147,7 +148,8 @@ def run_adaptation(config: AdaptExperiment, exp_dir, argv: list[str]) -> AdaptRe
     write_atomic(exp_dir / "history.jsonl", history.encode())
     write_atomic(exp_dir / "adapt.json", (json.dumps(summary(result, config.adapt, rule), indent=1) + "\n").encode())
     save_model(exp_dir / "adapted.pt", model, tokens, {**info, "adapted_on": config.data, "rule": rule,
-                                                       "scratch": config.scratch, "minutes": config.adapt.minutes})
+                                                       "scratch": config.scratch, "minutes": config.adapt.minutes},
+               frontend_of(pool))
     if result.diverged or result.kept_initial:
         print(f"metarecipe: warning: {exp_dir}: {outcome_line(result)}", file=sys.stderr, flush=True)
     return result

@@ -28,19 +28,20 @@ from pathlib import Path
 
 import torch
 
-from metarecipe.atomic import write_atomic
 from metarecipe.checkpoints import CheckpointDir
 from metarecipe.config import ConfigError, as_dict, dump_yaml, read_yaml, require, require_at_least, require_positive
 from metarecipe.data import read_data_dir
 from metarecipe.devices import resolve_device
 from metarecipe.errors import InputError
 from metarecipe.features.augment import AugmentConfig
+from metarecipe.io.atomic import atomic_path, write_atomic
+from metarecipe.io.model_files import load_model, save_model, save_rates
+from metarecipe.io.pools import check_feature_dim, frontend_of, load_pools
 from metarecipe.meta.algorithms import ALGORITHMS, InnerLoop, make_algorithm
 from metarecipe.meta.distributed import TaskGroup
-from metarecipe.meta.sampling import Utterance, check_task_seconds, load_feats, load_pools, make_augmenter
+from metarecipe.meta.sampling import check_task_seconds, make_augmenter
 from metarecipe.meta.trainer import MetaTrainConfig, meta_train
 from metarecipe.models import BatchedCTCModel, ModelConfig, ProgressiveCTCModel
-from metarecipe.models.checkpoint import load_model, save_model, save_rates
 from metarecipe.text.tokens import TokenTable
 
 MODEL_SIZES = ("num_mel_bins", "conv_channels", "d_model", "gru_hidden", "gru_layers", "transformer_layers",
@@ -119,16 +120,6 @@ def load_data(config: MetaTrainExperiment, tokens: TokenTable):
     return pools, held_out
 
 
-def check_feature_dim(pools: dict[str, list[Utterance]], num_mel_bins: int, key: str) -> None:
-    """ConfigError (naming `key`) when the features of the pools do not have num_mel_bins dimensions, the model's
-    input size."""
-    first = next((u for utts in pools.values() for u in utts), None)
-    dims = load_feats(first).shape[1] if first is not None else num_mel_bins
-    if dims != num_mel_bins:
-        raise ConfigError(f"{key}: the model takes {num_mel_bins} feature dimensions, but utterance {first.utt} "
-                          f"has {dims} ({first.feats})")
-
-
 def _versions() -> dict:
     root = Path(__file__).resolve().parents[2]
     try:
@@ -195,10 +186,9 @@ def plot_losses(records: list[dict], path: Path) -> None:
     ax.set_ylabel("CTC loss")
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def initial_model(config: MetaTrainExperiment, tokens: TokenTable) -> BatchedCTCModel:
@@ -249,7 +239,8 @@ def run_experiment(config: MetaTrainExperiment, exp_dir, argv: list[str]) -> lis
         if adaptation.alphas is not None:
             save_rates(exp_dir / "alphas.pt", adaptation.alphas)
         steps = config.train.steps if algo.meta_trains else 0
-        save_model(exp_dir / "final.pt", model, tokens, {"algorithm": config.algorithm, "steps": steps, "rule": rule})
+        save_model(exp_dir / "final.pt", model, tokens, {"algorithm": config.algorithm, "steps": steps, "rule": rule},
+                   frontend_of([u for utts in pools.values() for u in utts]))
         if algo.meta_trains:
             plot_losses(records, exp_dir / "loss.png")
     return records

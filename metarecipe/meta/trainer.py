@@ -14,13 +14,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from metarecipe.atomic import write_atomic
 from metarecipe.checkpoints import CheckpointDir
 from metarecipe.config import require, require_at_least, require_positive
 from metarecipe.features.augment import Augmenter
+from metarecipe.io.atomic import write_atomic
+from metarecipe.io.pools import Utterance
 from metarecipe.meta.algorithms import MetaAlgorithm
 from metarecipe.meta.distributed import TaskGroup
-from metarecipe.meta.sampling import STRATEGIES, TaskSampler, Utterance, draw_meta_batch
+from metarecipe.meta.sampling import STRATEGIES, TaskSampler, draw_meta_batch
 from metarecipe.meta.tasks import MetaBatch, task_losses
 
 

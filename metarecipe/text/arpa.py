@@ -17,6 +17,7 @@ from contextlib import closing
 from pathlib import Path
 
 from metarecipe.errors import InputError
+from metarecipe.io.atomic import atomic_path
 
 UNK_MISSING_LOG10 = -100.0  # KenLM's probability for <unk> when an ARPA file lacks it
 _NGRAM_COUNT = re.compile(r"ngram\s+(\d+)\s*=\s*(\d+)$")
@@ -38,9 +39,7 @@ def _open(path: Path, mode: str, compressed: bool):
 def write_arpa(path: str | os.PathLike, vocab: list[str], ngrams: list[Table]) -> None:
     """Writes the tables (ids into `vocab`) with 8 significant digits, through a temporary file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with _open(tmp, "w", compressed=path.suffix == ".gz") as out:
+    with atomic_path(path) as tmp, _open(tmp, "w", compressed=path.suffix == ".gz") as out:
         out.write("\n\\data\\\n" + "".join(f"ngram {n}={len(table)}\n" for n, table in enumerate(ngrams, 1)))
         for n, table in enumerate(ngrams, 1):
             out.write(f"\n\\{n}-grams:\n")
@@ -50,7 +49,6 @@ def write_arpa(path: str | os.PathLike, vocab: list[str], ngrams: list[Table]) -
                 out.writelines(f"{p:.8g}\t{' '.join(vocab[i] for i in gram)}\t{b:.8g}\n"
                                for gram, (p, b) in table.items())
         out.write("\n\\end\\\n")
-    os.replace(tmp, path)
 
 
 def _content_lines(path: Path) -> Iterator[tuple[int, str]]:

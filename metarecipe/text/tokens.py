@@ -6,11 +6,11 @@ maps a normalised transcript to ids, a space to <space> and a character outside 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from metarecipe.errors import InputError
+from metarecipe.io.atomic import write_text_atomic
 
 BLANK, SPACE, UNK = "<blk>", "<space>", "<unk>"
 
@@ -64,10 +64,7 @@ class TokenTable:
         return cls(symbols)
 
     def write(self, path) -> None:
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(f"{s} {i}\n" for i, s in enumerate(self.symbols)), encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(path, "".join(f"{s} {i}\n" for i, s in enumerate(self.symbols)))
 
     @property
     def blank(self) -> int:

@@ -1,7 +1,10 @@
 """Model files: a CTC model's config, parameters and token table in one torch file, loaded without pickle code.
 
 A progressive network (metarecipe.models.progressive) also stores its frozen source columns ("columns").
-Meta-SGD's learned rates go to a file of their own beside the model (`save_rates`, `load_rates`).
+Meta-SGD's learned rates go to a file of their own beside the model (`save_rates`, `load_rates`). A model file
+(training or compact, metarecipe.kernels.compact) may also hold "frontend", the feature front end its training
+features had (metarecipe.features.frontend), and "decoding", what `metarecipe bundle` packs for decoding (search
+options, the LM or a verified reference to it): `read_model_file` reads any of them.
 
 Read with ``torch.load(weights_only=True)``: only tensors, dicts, lists, strings and numbers come back. Every file
 carries the SHA-256 of its content (metarecipe.kernels.compact.payload_digest), checked on every load: a damaged
@@ -12,13 +15,22 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from metarecipe.atomic import write_atomic
 from metarecipe.config import from_mapping
-from metarecipe.kernels.compact import ModelFileError, read_weights_only, seal
+from metarecipe.features.frontend import Frontend, FrontendError
+from metarecipe.io.atomic import write_atomic
+from metarecipe.kernels.compact import (
+    CompactCTCModel,
+    ModelFileError,
+    compact_from_payload,
+    is_compact,
+    read_weights_only,
+    seal,
+)
 from metarecipe.models.ctc_model import BatchedCTCModel, ModelConfig, parameter_shapes
 from metarecipe.models.progressive import ProgressiveCTCModel, lateral_shapes
 from metarecipe.text.tokens import TokenTable
@@ -38,11 +50,23 @@ def write_model_file(path, payload: dict) -> None:
     write_atomic(Path(path), buffer.getvalue())
 
 
+def frontend_entry(frontend: Frontend | None) -> dict:
+    """{"frontend": the record as a model file holds it} ({} without a front end): statistics as a tensor."""
+    if frontend is None:
+        return {}
+    record = frontend.record()
+    if record["global_stats"] is not None:
+        record["global_stats"] = torch.from_numpy(record["global_stats"])
+    return {"frontend": record}
+
+
 def save_model(path, model: BatchedCTCModel | ProgressiveCTCModel, tokens: TokenTable,
-               info: dict | None = None) -> None:
-    """Writes model (config and parameters), its token table and an info dict (str/number values) to path."""
+               info: dict | None = None, frontend: Frontend | None = None, bundle: dict | None = None) -> None:
+    """Writes model (config and parameters), its token table, an info dict (str/number values) and the front
+    end of its training features to path; `bundle` (ModelFile.bundle) carries over another file's front end and
+    decoding bundle."""
     payload = {"format": FORMAT, "config": dataclasses.asdict(model.config), "tokens": list(tokens.symbols),
-               "params": _cpu(model.params), "info": dict(info or {})}
+               "params": _cpu(model.params), "info": dict(info or {}), **(bundle or {}), **frontend_entry(frontend)}
     if isinstance(model, ProgressiveCTCModel):
         payload["columns"] = [_cpu(column.params) for column in model.columns]
     write_model_file(path, payload)
@@ -69,6 +93,59 @@ def _filled(model, params: dict):
 def load_model(path) -> tuple[BatchedCTCModel | ProgressiveCTCModel, TokenTable, dict]:
     """(model on the CPU in eval mode, token table, info) from a file written by save_model."""
     return model_from_payload(read_weights_only(path), path)
+
+
+@dataclass
+class ModelFile:
+    """What any model file holds: the model (training, progressive or compact), its tokens and info, and where
+    stored, its feature front end and its decoding bundle (metarecipe.decode.bundle reads that)."""
+
+    path: str
+    model: BatchedCTCModel | ProgressiveCTCModel | CompactCTCModel
+    tokens: TokenTable
+    info: dict
+    frontend: Frontend | None
+    decoding: dict | None
+
+    @property
+    def is_compact(self) -> bool:
+        return isinstance(self.model, CompactCTCModel)
+
+    def bundle(self) -> dict:
+        """Its front end and decoding bundle as a model file stores them, for a file derived from this one."""
+        return {**frontend_entry(self.frontend), **({"decoding": self.decoding} if self.decoding else {})}
+
+    @property
+    def num_mel_bins(self) -> int:
+        config = self.model.config
+        return config["num_mel_bins"] if self.is_compact else config.num_mel_bins
+
+
+def read_model_file(path, device: torch.device | str = "cpu") -> ModelFile:
+    """Any model file: a training model (plain or progressive; on `device`, in eval mode) or a compact one (CPU
+    only). ModelFileError naming the file when it is damaged or holds something else."""
+    device = torch.device(device)
+    payload = read_weights_only(path)
+    if is_compact(payload):
+        if device.type != "cpu":
+            raise ModelFileError(f"{path}: compact models run on the CPU, not on {device}")
+        model = compact_from_payload(payload, path)
+        tokens, info = token_table(path, model.tokens), model.info
+    else:
+        model, tokens, info = model_from_payload(payload, path)
+        model = model.to(device)
+    try:
+        frontend = Frontend.from_record(payload["frontend"], path) if "frontend" in payload else None
+    except FrontendError as err:
+        raise ModelFileError(str(err)) from None
+    decoding = payload.get("decoding")
+    if decoding is not None and not isinstance(decoding, dict):
+        raise ModelFileError(f"{path}: its decoding bundle is not a mapping")
+    loaded = ModelFile(str(path), model, tokens, info, frontend, decoding)
+    if frontend is not None and frontend.fbank.num_mel_bins != loaded.num_mel_bins:
+        raise ModelFileError(f"{path}: its front end makes {frontend.fbank.num_mel_bins} mel bins, its model reads "
+                             f"{loaded.num_mel_bins}")
+    return loaded
 
 
 def token_table(path, symbols) -> TokenTable:
