@@ -226,3 +226,30 @@ def test_a_folder_of_recordings_gets_a_recognizer_from_the_recipe_s_own_settings
                "2", "--adapt-seeds", "0", "--stop-stage", "7", timeout=1800)
     cers = check_folder_run(recipe, italian_folder)
     assert max(cers) < 70, results_tables(recipe)  # a recognizer, not noise
+
+
+def readme_api_example() -> str:
+    """The Python block after README's api-example marker."""
+    text = (RECIPES.parent / "README.md").read_text(encoding="utf-8")
+    return text.partition("<!-- api-example")[2].partition("```python\n")[2].partition("```")[0]
+
+
+def test_the_readme_python_example_transcribes_with_the_recognizer_the_run_bundled(reference, italian_folder,
+                                                                                    tmp_path):
+    model = reference / "exp_mini/adapt/multilingual_it_1m_s0/recognizer.pt"
+    tests = sorted((italian_folder / "audio").glob("*_test.*"))[:3]
+    gap = np.zeros(16000, np.float32)
+    recording = np.concatenate([part for path in tests for part in (gap, read_audio(str(path), 16000))] + [gap])
+    soundfile.write(tmp_path / "interview.mp3", np.stack([recording, recording], axis=1), 16000, format="MP3")
+    code = readme_api_example()
+    assert code.count("Recognizer") == 2 and "interview.mp3" in code and len(code.strip().splitlines()) <= 5
+    code = re.sub(r'Recognizer\.load\("[^"]+"\)', f'Recognizer.load("{model}")', code)
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    words = [line.split() for line in done.stdout.splitlines()]
+    assert words and all(len(w) == 4 for w in words), done.stdout
+    times = [(float(start), float(end)) for start, end, _, _ in words]
+    duration = len(recording) / 16000
+    assert all(0 <= start < end <= duration for start, end in times), times
+    assert [start for start, _ in times] == sorted(start for start, _ in times)  # in order
+    assert all(0 < float(confidence) <= 1 for _, _, confidence, _ in words)

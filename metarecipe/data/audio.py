@@ -41,7 +41,7 @@ def is_command(spec: str) -> bool:
     return spec.rstrip().endswith("|")
 
 
-def _decoding_error(name: str, err: soundfile.LibsndfileError) -> AudioError:
+def decoding_error(name: str, err: soundfile.LibsndfileError) -> AudioError:
     reason = "corrupt or truncated: no audio frames found" if err.code == _NOT_DECODABLE else \
         err.error_string.rstrip(".")
     return AudioError(f"{name}: cannot decode audio ({reason})")
@@ -58,7 +58,7 @@ def _decode(source, name: str, start: float, end: float) -> tuple[np.ndarray, in
             count = -1 if end < 0 else max(0, int(round(end * rate)) - first)
             samples = f.read(count, dtype="float32", always_2d=True)
     except soundfile.LibsndfileError as err:
-        raise _decoding_error(name, err) from None
+        raise decoding_error(name, err) from None
     return samples, rate
 
 
@@ -66,11 +66,11 @@ def _seconds(source, name: str) -> float:
     try:
         info = soundfile.info(source)
     except soundfile.LibsndfileError as err:
-        raise _decoding_error(name, err) from None
+        raise decoding_error(name, err) from None
     return info.frames / info.samplerate
 
 
-def _require_file(path: str) -> None:
+def require_file(path: str) -> None:
     if not os.path.isfile(path):
         raise AudioError(f"{path}: no such file")
 
@@ -99,7 +99,7 @@ def read_audio_file(path: str | os.PathLike, sample_rate: int = 16000, start: fl
     """Mono samples (N,) float32 at `sample_rate` from an audio file (never a command), optionally cut to
     [start, end) seconds (end -1: to the end). Raises AudioError for missing, empty or corrupt files."""
     path = os.fspath(path)
-    _require_file(path)
+    require_file(path)
     samples, rate = _decode(path, path, start, end)
     return _to_mono(samples, rate, sample_rate, path, start, end)
 
@@ -107,7 +107,7 @@ def read_audio_file(path: str | os.PathLike, sample_rate: int = 16000, start: fl
 def file_duration(path: str | os.PathLike) -> float:
     """Seconds of audio in an audio file (never a command)."""
     path = os.fspath(path)
-    _require_file(path)
+    require_file(path)
     return _seconds(path, path)
 
 

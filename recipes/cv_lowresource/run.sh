@@ -10,7 +10,7 @@
 #   ./run.sh --stage 6 --stop-stage 6 --beam 32  # re-decode with another beam, nothing before it redone
 #   ./run.sh --mini                            # every stage on a tiny slice (conf/mini.conf), for CI
 #
-# Stages: 0 corpus, 1 data prep, 2 features, 3 tokens + LM, 4 meta-train, 5 adapt, 6 decode + score, 7 report,
+# Stages: 0 corpus, 1 data prep, 2 features, 3 tokens + LM, 4 meta-train, 5 adapt, 6 decode + score (and a recognizer.pt per model for `metarecipe transcribe`), 7 report,
 # 8 compress (pruned, int8 and pruned + int8 models of the largest budget's first seed, decoded on 1 thread;
 # RESULTS.md again).
 # Every unit of work leaves a .done marker holding the command that made it (written last); a re-run skips
@@ -277,12 +277,14 @@ if stage 5 adapt; then
   stage_end
 fi
 
-# decode_and_score ADAPT_DIR METHOD LANG MINUTES SEED DECODE_OPTION...: hypotheses and scores of the decode set
+# decode_and_score ADAPT_DIR METHOD LANG MINUTES SEED DECODE_OPTION...: hypotheses and scores of the decode set, and
+# ADAPT_DIR/recognizer.pt: the adapted model bundled with its LM and these options (`metarecipe transcribe` reads it)
 decode_and_score() {
   local dir=$1/decode_$decode_set
   run_cmd metarecipe decode "$1/adapted.pt" "$data/$3/$decode_set" "$dir" "${@:6}" &&
   metarecipe score --ref "$data/$3/$decode_set/text" --hyp "$dir/hyp" --utt2spk "$data/$3/$decode_set/utt2spk" \
-    --out-dir "$dir" --tag method="$2" --tag target="$3" --tag minutes="$4" --tag seed="$5" --tag set="$decode_set"
+    --out-dir "$dir" --tag method="$2" --tag target="$3" --tag minutes="$4" --tag seed="$5" --tag set="$decode_set" &&
+  metarecipe bundle "$1/adapted.pt" "$1/recognizer.pt" "${@:6}"
 }
 
 if stage 6 "decode + score"; then

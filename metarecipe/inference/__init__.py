@@ -1,0 +1,1 @@
+"""Transcribing recordings: audio streaming, voice-activity detection, recognition and transcript formats."""
