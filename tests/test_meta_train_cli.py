@@ -16,7 +16,7 @@ from test_commonvoice import make_release
 from metarecipe.cli.main import main
 from metarecipe.data.corpora import get_corpus
 from metarecipe.features import compute_feats
-from metarecipe.io.model_files import load_model
+from metarecipe.io.model_files import load_model, read_model_file
 from metarecipe.models import BatchedCTCModel, ProgressiveCTCModel
 
 # fsync made slow, so that a kill can be aimed inside a checkpoint write; then the command itself
@@ -162,6 +162,9 @@ def test_adapt_uses_the_meta_learners_rule_and_writes_the_adapted_model(data, me
     assert "adapted on" in capsys.readouterr().out
     model, _, info = load_model(exp / "adapted.pt")
     assert info["rule"] == "metasgd" and info["algorithm"] == "metasgd"
+    # the plan is stored once, by meta-train; the adapted model is adapted again as it is, with plain sgd
+    assert read_model_file(meta_trained / "final.pt").adaptation == {"rule": "metasgd", "column": None, "fresh": False}
+    assert read_model_file(exp / "adapted.pt").adaptation == {"rule": "sgd", "column": None, "fresh": False}
     history = [json.loads(line) for line in (exp / "history.jsonl").read_text().splitlines()]
     assert history[0]["step"] == 0 and len(history) >= 2
     before = final_params(meta_trained)

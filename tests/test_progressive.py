@@ -4,8 +4,10 @@ import pytest
 import torch
 from test_adapt import small_model, target  # noqa: F401  (module fixture: real features of a CV release)
 
+from metarecipe.config import ConfigError
 from metarecipe.meta import InnerLoop, make_algorithm
 from metarecipe.meta.adapt import AdaptConfig, adapt
+from metarecipe.meta.plan import AdaptationPlan, model_to_adapt
 from metarecipe.models import BatchedCTCModel, ModelConfig, ProgressiveCTCModel
 
 SMALL = ModelConfig(vocab_size=9, num_mel_bins=20, conv_channels=4, d_model=16, gru_hidden=8, gru_layers=2)
@@ -53,9 +55,13 @@ def test_pnn_adapts_a_new_column_on_real_features_and_scratch_starts_fresh(targe
     tokens, pool = target
     source = small_model(tokens)
     before = {n: p.detach().clone() for n, p in source.params.items()}
-    pnn = make_algorithm("pnn", source, InnerLoop()).adaptation()
-    assert isinstance(pnn.model, ProgressiveCTCModel) and pnn.rule == "sgd"
-    result = adapt(pnn.model, pool, AdaptConfig(minutes=0.035, lr=0.5, max_steps=20, eval_every=2))
+    plan = make_algorithm("pnn", source, InnerLoop()).adaptation().plan
+    assert plan == AdaptationPlan("sgd", column="source") and plan.name == "pnn"
+    pnn = model_to_adapt(source, plan)
+    assert isinstance(pnn, ProgressiveCTCModel)
+    with pytest.raises(ConfigError, match="already progressive"):
+        model_to_adapt(pnn, plan)
+    result = adapt(pnn, pool, AdaptConfig(minutes=0.035, lr=0.5, max_steps=20, eval_every=2))
     losses = [loss for _, loss in result.history]
     assert min(losses) < losses[0]
     assert "lat_head_weight" in result.params
@@ -63,7 +69,9 @@ def test_pnn_adapts_a_new_column_on_real_features_and_scratch_starts_fresh(targe
 
     scratch = make_algorithm("scratch", source, InnerLoop())
     assert not scratch.meta_trains
-    fresh = scratch.adaptation()
-    assert not torch.equal(fresh.model.params["head_weight"], source.params["head_weight"])
+    fresh = model_to_adapt(source, scratch.adaptation().plan, seed=3)
+    assert not torch.equal(fresh.params["head_weight"], source.params["head_weight"])
+    assert torch.equal(model_to_adapt(source, scratch.adaptation().plan, seed=3).params["head_weight"],
+                       fresh.params["head_weight"])  # seeded
     with pytest.raises(RuntimeError, match="no meta-training"):
         scratch.meta_gradient(None)

@@ -4,7 +4,8 @@ A progressive network (metarecipe.models.progressive) also stores its frozen sou
 Meta-SGD's learned rates go to a file of their own beside the model (`save_rates`, `load_rates`). A model file
 (training or compact, metarecipe.kernels.compact) may also hold "frontend", the feature front end its training
 features had (metarecipe.features.frontend), and "decoding", what `metarecipe bundle` packs for decoding (search
-options, the LM or a verified reference to it): `read_model_file` reads any of them.
+options, the LM or a verified reference to it), and "adaptation", how meta-train's algorithm adapts it
+(metarecipe.meta.plan): `read_model_file` reads any of them.
 
 Read with ``torch.load(weights_only=True)``: only tensors, dicts, lists, strings and numbers come back. Every file
 carries the SHA-256 of its content (metarecipe.kernels.compact.payload_digest), checked on every load: a damaged
@@ -61,12 +62,14 @@ def frontend_entry(frontend: Frontend | None) -> dict:
 
 
 def save_model(path, model: BatchedCTCModel | ProgressiveCTCModel, tokens: TokenTable,
-               info: dict | None = None, frontend: Frontend | None = None, bundle: dict | None = None) -> None:
-    """Writes model (config and parameters), its token table, an info dict (str/number values) and the front
-    end of its training features to path; `bundle` (ModelFile.bundle) carries over another file's front end and
-    decoding bundle."""
+               info: dict | None = None, frontend: Frontend | None = None, bundle: dict | None = None,
+               adaptation: dict | None = None) -> None:
+    """Writes model (config and parameters), its token table, an info dict (str/number values), the front end
+    of its training features and its adaptation plan (AdaptationPlan.record) to path; `bundle`
+    (ModelFile.bundle) carries over another file's front end and decoding bundle."""
     payload = {"format": FORMAT, "config": dataclasses.asdict(model.config), "tokens": list(tokens.symbols),
-               "params": _cpu(model.params), "info": dict(info or {}), **(bundle or {}), **frontend_entry(frontend)}
+               "params": _cpu(model.params), "info": dict(info or {}), **(bundle or {}), **frontend_entry(frontend),
+               **({"adaptation": adaptation} if adaptation is not None else {})}
     if isinstance(model, ProgressiveCTCModel):
         payload["columns"] = [_cpu(column.params) for column in model.columns]
     write_model_file(path, payload)
@@ -106,6 +109,7 @@ class ModelFile:
     info: dict
     frontend: Frontend | None
     decoding: dict | None
+    adaptation: dict | None  # the stored adaptation plan (metarecipe.meta.plan.AdaptationPlan.stored reads it)
 
     @property
     def is_compact(self) -> bool:
@@ -138,10 +142,11 @@ def read_model_file(path, device: torch.device | str = "cpu") -> ModelFile:
         frontend = Frontend.from_record(payload["frontend"], path) if "frontend" in payload else None
     except FrontendError as err:
         raise ModelFileError(str(err)) from None
-    decoding = payload.get("decoding")
-    if decoding is not None and not isinstance(decoding, dict):
-        raise ModelFileError(f"{path}: its decoding bundle is not a mapping")
-    loaded = ModelFile(str(path), model, tokens, info, frontend, decoding)
+    decoding, adaptation = payload.get("decoding"), payload.get("adaptation")
+    for name, entry in (("decoding bundle", decoding), ("adaptation entry", adaptation)):
+        if entry is not None and not isinstance(entry, dict):
+            raise ModelFileError(f"{path}: its {name} is not a mapping")
+    loaded = ModelFile(str(path), model, tokens, info, frontend, decoding, adaptation)
     if frontend is not None and frontend.fbank.num_mel_bins != loaded.num_mel_bins:
         raise ModelFileError(f"{path}: its front end makes {frontend.fbank.num_mel_bins} mel bins, its model reads "
                              f"{loaded.num_mel_bins}")

@@ -32,7 +32,7 @@ from metarecipe.devices import resolve_device
 from metarecipe.errors import InputError
 from metarecipe.features.augment import AugmentConfig
 from metarecipe.io.atomic import write_atomic
-from metarecipe.io.model_files import load_model, load_rates, save_model
+from metarecipe.io.model_files import load_rates, read_model_file, save_model
 from metarecipe.io.pools import check_feature_dim, frontend_of, load_pools
 from metarecipe.meta.adapt import (
     AdaptConfig,
@@ -44,10 +44,8 @@ from metarecipe.meta.adapt import (
     trainable_names,
 )
 from metarecipe.meta.experiment import prepare_exp_dir
+from metarecipe.meta.plan import AdaptationPlan, model_to_adapt
 from metarecipe.meta.sampling import make_augmenter
-from metarecipe.models import BatchedCTCModel, ProgressiveCTCModel
-
-RULES = ("sgd", "head", "metasgd", "pnn")
 
 
 @dataclass
@@ -55,7 +53,7 @@ class AdaptExperiment:
     model: str  # model file, e.g. exp/meta/final.pt
     data: str  # the target's training data dir (features); the budget is drawn from it, never from dev or test
     adapt: AdaptConfig
-    rule: str | None = None  # sgd, head, metasgd or pnn; default: the meta-learner's, stored with the model
+    rule: str | None = None  # one of RULE_OPTIONS; default: the meta-learner's plan, stored in the model file
     scratch: bool = False  # fresh parameters (seeded by adapt.seed) of the model file's architecture
     device: str = "cpu"  # cpu, cuda, cuda:N or auto
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # of the training batches (never held out)
@@ -79,44 +77,45 @@ def target_pool(data: str, tokens, config: AdaptConfig, num_mel_bins: int, key: 
     return pool
 
 
-def inner_rule(rule: str) -> str:
-    """The update rule of adapt() for an experiment's rule (pnn trains its new column with sgd)."""
-    return "sgd" if rule == "pnn" else rule
+def adaptation_plan(config: AdaptExperiment, stored: AdaptationPlan) -> AdaptationPlan:
+    """The experiment's plan: a fresh model with scratch, else the config's rule, else the model file's plan."""
+    if config.scratch:
+        if config.rule not in (None, "sgd"):
+            raise ConfigError(f"rule: scratch training uses sgd, got {config.rule!r}")
+        return AdaptationPlan("sgd", fresh=True)
+    return AdaptationPlan.from_option(config.rule) if config.rule is not None else stored
 
 
 def _checked_inputs(config: AdaptExperiment):
-    """(model, tokens, info, rule, alphas, pool, augmenter) or ConfigError naming the key, path or number."""
-    if config.rule is not None and config.rule not in RULES:
-        raise ConfigError(f"rule: must be one of {list(RULES)}, got {config.rule!r}")
+    """(model to adapt, tokens, info, plan, alphas, pool, augmenter) or ConfigError naming the key, path or
+    number."""
+    if config.rule is not None:
+        AdaptationPlan.from_option(config.rule)  # an unknown rule fails before the model is read
     device = resolve_device(config.device)
     try:
-        model, tokens, info = load_model(config.model)
+        loaded = read_model_file(config.model)
     except InputError as err:
         raise ConfigError(f"model: {err}") from err
-    rule = "sgd" if config.scratch else config.rule or info.get("rule", "sgd")
-    if rule not in RULES:
-        raise ConfigError(f"model: {config.model} names an adaptation rule {rule!r}, not one of {list(RULES)}")
-    if config.scratch and config.rule not in (None, "sgd"):
-        raise ConfigError(f"rule: scratch training uses sgd, got {config.rule!r}")
-    if config.scratch:
-        torch.manual_seed(config.adapt.seed)
-        model = BatchedCTCModel(model.config)
-    elif rule == "pnn":
-        if not isinstance(model, BatchedCTCModel):
-            raise ConfigError(f"rule: pnn grows a column on a plain model; {config.model} is already progressive")
-        model = ProgressiveCTCModel([model])
+    if loaded.is_compact:
+        raise ConfigError(f"model: {config.model} is a compact (compressed) model, which adapt cannot train; give "
+                          "the model it was compressed from")
+    plan = adaptation_plan(config, AdaptationPlan.stored(loaded.adaptation, loaded.info, config.model))
+    try:
+        model = model_to_adapt(loaded.model, plan, config.adapt.seed)
+    except ConfigError as err:
+        raise ConfigError(f"{err} ({config.model})") from None
     alphas = None
-    if rule == "metasgd":
+    if plan.rule == "metasgd":
         alphas_path = Path(config.model).with_name("alphas.pt")
         if not alphas_path.exists():
             raise ConfigError(f"rule: metasgd needs the meta-learned rates, {alphas_path} is missing")
         alphas = load_rates(alphas_path, model)
-    trainable_names(config.adapt, inner_rule(rule), model.params, "adapt.")
-    pool = target_pool(config.data, tokens, config.adapt, model.config.num_mel_bins)
+    trainable_names(config.adapt, plan.rule, model.params, "adapt.")
+    pool = target_pool(config.data, loaded.tokens, config.adapt, model.config.num_mel_bins)
     model = model.to(device)
     alphas = {n: a.to(device) for n, a in alphas.items()} if alphas is not None else None
     augment = make_augmenter(config.augment, pool)
-    return model, tokens, info, rule, alphas, pool, augment
+    return model, loaded.tokens, loaded.info, plan, alphas, pool, augment
 
 
 def summary(result: AdaptResult, config: AdaptConfig, rule: str) -> dict:
@@ -137,19 +136,22 @@ def summary(result: AdaptResult, config: AdaptConfig, rule: str) -> dict:
 
 def run_adaptation(config: AdaptExperiment, exp_dir, argv: list[str]) -> AdaptResult:
     exp_dir = Path(exp_dir)
-    model, tokens, info, rule, alphas, pool, augment = _checked_inputs(config)
+    model, tokens, info, plan, alphas, pool, augment = _checked_inputs(config)
     prepare_exp_dir(exp_dir, config, tokens, argv)
-    result = adapt(model, pool, config.adapt, inner_rule(rule), alphas, log=lambda line: print(line, flush=True),
+    result = adapt(model, pool, config.adapt, plan.rule, alphas, log=lambda line: print(line, flush=True),
                    augment=augment)
     with torch.no_grad():
         for name, value in result.params.items():
             model.params[name].copy_(value)
     history = "".join(json.dumps(e.record()) + "\n" for e in result.evaluations)
     write_atomic(exp_dir / "history.jsonl", history.encode())
-    write_atomic(exp_dir / "adapt.json", (json.dumps(summary(result, config.adapt, rule), indent=1) + "\n").encode())
-    save_model(exp_dir / "adapted.pt", model, tokens, {**info, "adapted_on": config.data, "rule": rule,
+    write_atomic(exp_dir / "adapt.json", (json.dumps(summary(result, config.adapt, plan.name), indent=1) + "\n")
+                 .encode())
+    # adapting the adapted model again trains it as it is (Meta-SGD's rates stay beside the meta-trained model)
+    again = AdaptationPlan("sgd" if plan.rule == "metasgd" else plan.rule)
+    save_model(exp_dir / "adapted.pt", model, tokens, {**info, "adapted_on": config.data, "rule": plan.name,
                                                        "scratch": config.scratch, "minutes": config.adapt.minutes},
-               frontend_of(pool))
+               frontend_of(pool), adaptation=again.record())
     if result.diverged or result.kept_initial:
         print(f"metarecipe: warning: {exp_dir}: {outcome_line(result)}", file=sys.stderr, flush=True)
     return result

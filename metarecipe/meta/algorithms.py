@@ -15,7 +15,8 @@ meta-parameters: Meta-SGD's learning rates). An outer optimiser then steps on th
   adaptation trains a new column with lateral connections to the frozen source column.
 - scratch: no meta-training; adaptation trains a freshly initialised model on the target data only.
 
-`adaptation()` gives what adaptation fine-tunes and with which rule (metarecipe.meta.adapt).
+`adaptation()` gives how the meta-trained model is adapted (metarecipe.meta.plan: the update rule and the model
+it trains) and Meta-SGD's learned rates.
 With `InnerLoop(multi_step_loss=True)` MAML-family algorithms average the query loss after every inner step
 (MAML++, Antoniou et al. 2019) instead of taking it after the last one only.
 """
@@ -27,15 +28,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from metarecipe.meta.plan import AdaptationPlan
 from metarecipe.meta.tasks import MetaBatch, TaskSet, task_losses
-from metarecipe.models import BatchedCTCModel, ProgressiveCTCModel
 
 
 @dataclass(frozen=True)
 class Adaptation:
-    model: nn.Module  # has .params and functional_forward
-    rule: str  # "sgd", "head" or "metasgd" (metarecipe.meta.adapt)
-    alphas: dict[str, torch.Tensor] | None = None
+    plan: AdaptationPlan  # the update rule and the model it trains (model_to_adapt builds that model)
+    alphas: dict[str, torch.Tensor] | None = None  # Meta-SGD's learned rates, one per parameter element
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,8 @@ class MetaAlgorithm(nn.Module):
         self.model, self.inner = model, inner
 
     def adaptation(self) -> Adaptation:
-        """The model adaptation fine-tunes, and its update rule."""
-        return Adaptation(self.model, "sgd")
+        """How the meta-trained model is adapted."""
+        return Adaptation(AdaptationPlan("sgd"))
 
     def adapted(self, name: str) -> bool:
         return True
@@ -110,7 +110,7 @@ class ANIL(MetaAlgorithm):
         return name.startswith("head_")
 
     def adaptation(self) -> Adaptation:
-        return Adaptation(self.model, "head")
+        return Adaptation(AdaptationPlan("head"))
 
 
 class MetaSGD(MetaAlgorithm):
@@ -125,7 +125,7 @@ class MetaSGD(MetaAlgorithm):
         return param - self.alphas[name] * grad
 
     def adaptation(self) -> Adaptation:
-        return Adaptation(self.model, "metasgd", {n: a.detach() for n, a in self.alphas.items()})
+        return Adaptation(AdaptationPlan("metasgd"), {n: a.detach() for n, a in self.alphas.items()})
 
 
 class Reptile(MetaAlgorithm):
@@ -155,7 +155,7 @@ class PNN(Multilingual):
     new_column = "source"
 
     def adaptation(self) -> Adaptation:
-        return Adaptation(ProgressiveCTCModel([self.model], self.new_column), "sgd")
+        return Adaptation(AdaptationPlan("sgd", column=self.new_column))
 
 
 class Scratch(MetaAlgorithm):
@@ -167,7 +167,7 @@ class Scratch(MetaAlgorithm):
         raise RuntimeError("scratch has no meta-training: it trains on the target data only (adaptation)")
 
     def adaptation(self) -> Adaptation:
-        return Adaptation(BatchedCTCModel(self.model.config), "sgd")
+        return Adaptation(AdaptationPlan("sgd", fresh=True))
 
 
 ALGORITHMS = {"maml": MAML, "fomaml": FOMAML, "anil": ANIL, "metasgd": MetaSGD, "reptile": Reptile,

@@ -2,7 +2,7 @@
 
 `exp_dir` receives config.yaml (the resolved config), cmd (the command line), versions.json (git revision and
 library versions), tokens.txt, metrics.jsonl, ckpt/ (checkpoints), final.pt (the meta-trained model, with the
-adaptation rule of its algorithm; Meta-SGD's rates in alphas.pt beside it), loss.png and, with
+adaptation plan of its algorithm (metarecipe.meta.plan); Meta-SGD's rates in alphas.pt beside it), loss.png and, with
 `tensorboard: true`, TensorBoard events in tensorboard/. Running again with the
 same config resumes (with more train.steps, it goes on from the end); a run with a different config moves the
 earlier one aside to `<exp_dir>.prev` (replacing an older one) and starts afresh. `algorithm: scratch` writes
@@ -41,7 +41,7 @@ from metarecipe.meta.algorithms import ALGORITHMS, InnerLoop, make_algorithm
 from metarecipe.meta.distributed import TaskGroup
 from metarecipe.meta.sampling import check_task_seconds, make_augmenter
 from metarecipe.meta.trainer import MetaTrainConfig, meta_train
-from metarecipe.models import BatchedCTCModel, ModelConfig, ProgressiveCTCModel
+from metarecipe.models import BatchedCTCModel, ModelConfig
 from metarecipe.text.tokens import TokenTable
 
 MODEL_SIZES = ("num_mel_bins", "conv_channels", "d_model", "gru_hidden", "gru_layers", "transformer_layers",
@@ -235,12 +235,11 @@ def run_experiment(config: MetaTrainExperiment, exp_dir, argv: list[str]) -> lis
                              group, exp_dir / "tensorboard" if config.tensorboard else None, augment)
     if group.rank == 0:
         adaptation = algo.adaptation()
-        rule = "pnn" if isinstance(adaptation.model, ProgressiveCTCModel) else adaptation.rule
         if adaptation.alphas is not None:
             save_rates(exp_dir / "alphas.pt", adaptation.alphas)
         steps = config.train.steps if algo.meta_trains else 0
-        save_model(exp_dir / "final.pt", model, tokens, {"algorithm": config.algorithm, "steps": steps, "rule": rule},
-                   frontend_of([u for utts in pools.values() for u in utts]))
+        save_model(exp_dir / "final.pt", model, tokens, {"algorithm": config.algorithm, "steps": steps},
+                   frontend_of([u for utts in pools.values() for u in utts]), adaptation=adaptation.plan.record())
         if algo.meta_trains:
             plot_losses(records, exp_dir / "loss.png")
     return records
