@@ -349,6 +349,6 @@ def test_train_lm_command(tmp_path, capsys):
 
     text.write_text("utt1 der hund\n\nutt3 die katze\n", encoding="utf-8")
     assert main(common) == 1
-    assert f"{text}:2: an empty line" in capsys.readouterr().err
+    assert f"{text}:2: no key at the start of the line" in capsys.readouterr().err
     assert main(["train-lm", "--text", str(tmp_path / "missing"), "--out", str(out)]) == 1
     assert f"{tmp_path / 'missing'}: cannot read" in capsys.readouterr().err

@@ -8,10 +8,9 @@ from pathlib import Path
 from metarecipe.cli.decode import add_search_arguments, search_options
 from metarecipe.decode.bundle import decoding_record, model_decoding
 from metarecipe.errors import InputError
-from metarecipe.io.model_files import frontend_entry, read_model_file, write_model_file
+from metarecipe.io.model_files import read_model_file, write_bundled
 from metarecipe.io.pools import check_feature_dim, frontend_of, load_pools
 from metarecipe.kernels.beam_search import BeamSearchOptions
-from metarecipe.kernels.compact import DIGEST_KEY, read_weights_only
 
 
 def add_parser(sub, name: str) -> None:
@@ -47,10 +46,8 @@ def run(args: argparse.Namespace) -> int:
                          "directory it was trained or adapted on with --data-dir")
     options = search_options(args)
     model_decoding(loaded, args.lm, args.lm_unit, options)  # the LM is read and checked against the tokens
-    payload = {k: v for k, v in read_weights_only(args.model).items() if k != DIGEST_KEY}
-    payload.update(frontend_entry(frontend))
-    payload["decoding"] = decoding_record(options, args.lm, args.lm_unit, embed=not args.lm_reference)
-    write_model_file(Path(args.out), payload)
+    write_bundled(args.model, Path(args.out), frontend,
+                  decoding_record(options, args.lm, args.lm_unit, embed=not args.lm_reference))
     lm = "no LM" if args.lm is None else f"LM {args.lm} ({'referenced' if args.lm_reference else 'embedded'})"
     print(f"{args.out}: {args.model} with its front end ({frontend.cmvn} CMVN), {lm}, beam {options.beam}")
     return 0

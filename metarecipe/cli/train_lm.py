@@ -6,6 +6,7 @@ import argparse
 import time
 
 from metarecipe.errors import InputError
+from metarecipe.io.kaldi_tables import read_table
 from metarecipe.text.lm import BOS, DISCOUNT_FALLBACK, EOS, UNITS, NGramLM, text_units
 from metarecipe.text.normalize import normalize
 
@@ -30,36 +31,37 @@ def add_parser(sub, name: str) -> None:
                    help="normalise each line for language LANG first; lines that normalisation drops are left out")
 
 
-def read_sentences(path: str, unit: str, kaldi_text: bool = False, lang: str | None = None) -> tuple[list, int]:
-    """The non-empty sentences of a text file as lists of units, and the number of lines normalisation dropped;
-    InputError naming the file (and line) of a problem."""
+def _text_lines(path: str):
+    """(number, line) of a plain text file, decoded line by line; InputError naming the file (and line)."""
     try:
         lines = open(path, "rb")
     except OSError as err:
         raise InputError(f"{path}: cannot read ({err.strerror})") from err
-    sentences, dropped = [], 0
     with lines:
         for number, raw in enumerate(lines, 1):
             try:
-                line = raw.decode("utf-8")
+                yield number, raw.decode("utf-8")
             except UnicodeDecodeError as err:
                 raise InputError(f"{path}:{number}: not UTF-8 ({err.reason} at byte {err.start})") from None
-            if kaldi_text:
-                fields = line.split(maxsplit=1)
-                if not fields:
-                    raise InputError(f"{path}:{number}: an empty line, expected '<utterance-id> <transcript>'")
-                line = fields[1] if len(fields) == 2 else ""
-            if lang is not None:
-                line = normalize(line, lang) if line.strip() else line
-                if line is None:
-                    dropped += 1
-                    continue
-            units = text_units(line, unit)
-            if BOS in units or EOS in units:
-                raise InputError(f"{path}:{number}: {BOS} and {EOS} are added around each sentence; the text may "
-                                 "not hold them")
-            if units:
-                sentences.append(units)
+
+
+def read_sentences(path: str, unit: str, kaldi_text: bool = False, lang: str | None = None) -> tuple[list, int]:
+    """The non-empty sentences of a text file (kaldi_text: the transcripts of a Kaldi `text` table) as lists of
+    units, and the number of lines normalisation dropped; InputError naming the file (and line) of a problem."""
+    sentences, dropped = [], 0
+    lines = enumerate(read_table(path, need_value=False).values(), 1) if kaldi_text else _text_lines(path)
+    for number, line in lines:
+        if lang is not None:
+            line = normalize(line, lang) if line.strip() else line
+            if line is None:
+                dropped += 1
+                continue
+        units = text_units(line, unit)
+        if BOS in units or EOS in units:
+            raise InputError(f"{path}:{number}: {BOS} and {EOS} are added around each sentence; the text may "
+                             "not hold them")
+        if units:
+            sentences.append(units)
     return sentences, dropped
 
 

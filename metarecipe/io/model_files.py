@@ -25,6 +25,7 @@ from metarecipe.config import from_mapping
 from metarecipe.features.frontend import Frontend, FrontendError
 from metarecipe.io.atomic import write_atomic
 from metarecipe.kernels.compact import (
+    DIGEST_KEY,
     CompactCTCModel,
     ModelFileError,
     compact_from_payload,
@@ -123,6 +124,13 @@ class ModelFile:
     def num_mel_bins(self) -> int:
         config = self.model.config
         return config["num_mel_bins"] if self.is_compact else config.num_mel_bins
+
+
+def write_bundled(source, out, frontend: Frontend, decoding: dict) -> None:
+    """Writes `out`: the model file `source` (any kind) with this front end and decoding bundle
+    (metarecipe.decode.bundle.decoding_record), sealed anew."""
+    payload = {key: value for key, value in read_weights_only(source).items() if key != DIGEST_KEY}
+    write_model_file(out, {**payload, **frontend_entry(frontend), "decoding": decoding})
 
 
 def read_model_file(path, device: torch.device | str = "cpu") -> ModelFile:
