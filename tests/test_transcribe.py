@@ -19,7 +19,7 @@ from metarecipe.features.fbank import FbankConfig
 from metarecipe.features.frontend import Frontend
 from metarecipe.inference.formats import render
 from metarecipe.inference.recognizer import Recognizer
-from metarecipe.inference.transcript import Segment, Transcript, Word, words_of
+from metarecipe.inference.transcript import Segment, Transcript, Word, extend_last_word, words_of
 from metarecipe.io.model_files import read_model_file, save_model
 from metarecipe.models import BatchedCTCModel, ModelConfig
 from metarecipe.text.tokens import TokenTable
@@ -100,6 +100,9 @@ def test_words_take_their_tokens_times_and_mean_posterior():
     words = words_of([a, b, space, c], [2, 4, 6, 9], [3, 5, 7, 11], [-0.1, -0.3, -0.05, -0.5], tokens, 10.0, 0.04)
     assert words == [Word("ab", 10.08, 10.2, round(np.exp(-0.2), 4)), Word("c", 10.36, 10.44, round(np.exp(-0.5), 4))]
     assert words_of([], [], [], [], tokens, 0.0, 0.04) == []
+    assert extend_last_word(words, 10.74)[-1] == Word("c", 10.36, 10.74, words[-1].confidence)  # to the speech end
+    assert extend_last_word(words, 11.5) == words == extend_last_word(words, None)  # too far, or no end known
+    assert extend_last_word(words, 10.3) == words  # never shortened
 
 
 def test_formats_render_words_times_and_cues():

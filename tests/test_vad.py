@@ -147,14 +147,19 @@ def test_speech_longer_than_the_maximum_is_split_at_pauses(kind):
         assert not any(start < a.end_seconds < end for start, end in spans), a.end_seconds
 
 
-def decisions(pattern: str, rules: SegmentRules, scores=None, total=None, hop: int = 160):
-    """Segments (start, end) in frames of 10 ms from a pattern of decisions, '#' speech and '.' not."""
+def decided(pattern: str, rules: SegmentRules, scores=None, total=None, hop: int = 160):
+    """The segments of a pattern of decisions in frames of 10 ms: '#' sure speech, '+' speech below the start
+    threshold (it keeps a segment open), '.' not."""
     segmenter = Segmenter(hop, RATE, rules)
     found = []
     for i, mark in enumerate(pattern):
-        found += segmenter.push(mark == "#", 1.0 if scores is None else scores[i])
-    found += segmenter.finish(len(pattern) * hop if total is None else total)
-    return [(s.start / hop, s.end / hop) for s in found]
+        found += segmenter.push(mark in "#+", 1.0 if scores is None else scores[i], mark == "#")
+    return found + segmenter.finish(len(pattern) * hop if total is None else total)
+
+
+def decisions(pattern: str, rules: SegmentRules, scores=None, total=None, hop: int = 160):
+    """Segments (start, end) in frames of 10 ms from a pattern of decisions (see `decided`)."""
+    return [(s.start / hop, s.end / hop) for s in decided(pattern, rules, scores, total, hop)]
 
 
 def test_segmenter_rules():
@@ -167,6 +172,14 @@ def test_segmenter_rules():
            [(0, 12), (23, 30 + 50 / 160)]
     with pytest.raises(ValueError, match="pad must be"):
         Segmenter(160, RATE, SegmentRules(min_silence=0.3, pad=0.2))
+
+
+def test_speech_ends_after_the_last_sure_frame_and_a_split_piece_has_no_end():
+    rules = SegmentRules(min_speech=0.05, min_silence=0.1, pad=0.02, max_length=1.0)
+    (segment,) = decided("." * 10 + "#" * 10 + "++++" + "." * 20, rules=rules)
+    assert (segment.start, segment.end, segment.speech_end) == (8 * 160, 26 * 160, 20 * 160)
+    pieces = decided("#" * 230, rules=rules)
+    assert [p.speech_end for p in pieces] == [None, None, 230 * 160]
 
 
 def test_segmenter_splits_a_long_run_in_the_middle_of_its_lowest_scores():

@@ -75,7 +75,8 @@ KINDS = ("auto", "silero", "energy")
 @dataclass(frozen=True)
 class SpeechSegment:
     """Speech in samples [start, end) of the stream at `sample_rate` Hz, padding included; `speech_end` is the
-    sample where the detector heard the speech end (before padding), None where the segment was split instead."""
+    sample where the detector heard the speech end (after its last frame at the start threshold, before padding),
+    None where the segment was split instead."""
 
     start: int
     end: int
@@ -130,12 +131,16 @@ class Segmenter:
         self._frame = 0  # index of the next frame
         self._start: int | None = None  # first frame of the open segment
         self._last = 0  # its last speech frame
+        self._last_sure = 0  # its last frame at the start threshold
         self._scores: list[float] = []  # its frames' scores, from _start
         self._continued = False  # it continues a split segment: no padding before it, no minimum length
         self._previous_end = 0  # sample where the last segment given out ends
 
-    def push(self, speech: bool, score: float) -> list[SpeechSegment]:
-        """The segments finished by the next frame's decision and score (lower: less like speech)."""
+    def push(self, speech: bool, score: float, sure: bool) -> list[SpeechSegment]:
+        """The segments finished by the next frame's decision and score (lower: less like speech); `sure`: the
+        frame reaches the start threshold (below it, inside speech, a frame only keeps the segment open: the
+        detector's probability decays for a while after the voice stops, so the end of speech is put after the
+        last sure frame)."""
         frame = self._frame
         self._frame += 1
         if self._start is None:
@@ -145,6 +150,8 @@ class Segmenter:
         self._scores.append(score)
         if speech:
             self._last = frame
+            if sure:
+                self._last_sure = frame
         elif frame - self._last >= self._min_silence:
             return self._close(limit=None)
         if frame + 1 - self._start > self._max_core:
@@ -169,7 +176,8 @@ class Segmenter:
             return []
         pad = 0 if continued else self._pad
         padded_end = end * self.hop + self._pad
-        speech_end = end * self.hop if limit is None else min(end * self.hop, limit)
+        speech_end = (max(self._last_sure, start) + 1) * self.hop
+        speech_end = speech_end if limit is None else min(speech_end, limit)
         return [self._segment(start * self.hop - pad, padded_end if limit is None else min(padded_end, limit),
                               speech_end)]
 
@@ -277,7 +285,7 @@ class SileroVAD(VoiceActivityDetector):
         segments = []
         for prob in self.probabilities(frames).tolist():
             self._speaking = prob >= (self.neg_threshold if self._speaking else self.threshold)
-            segments += self._segmenter.push(self._speaking, prob)
+            segments += self._segmenter.push(self._speaking, prob, prob >= self.threshold)
         return segments
 
     def _flush(self) -> list[SpeechSegment]:
@@ -322,7 +330,7 @@ class EnergyVAD(VoiceActivityDetector):
 
     def _decide(self, energy: float) -> list[SpeechSegment]:
         self._speaking = energy >= self._floor + (self.stay_db if self._speaking else self.start_db)
-        return self._segmenter.push(self._speaking, energy)
+        return self._segmenter.push(self._speaking, energy, energy >= self._floor + self.start_db)
 
     def _flush(self) -> list[SpeechSegment]:
         segments = []
