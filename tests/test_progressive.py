@@ -69,9 +69,10 @@ def test_pnn_adapts_a_new_column_on_real_features_and_scratch_starts_fresh(targe
 
     scratch = make_algorithm("scratch", source, InnerLoop())
     assert not scratch.meta_trains
-    fresh = model_to_adapt(source, scratch.adaptation().plan, seed=3)
+    assert model_to_adapt(source, scratch.adaptation().plan) is source  # its model is the seeded initialisation
+    fresh = model_to_adapt(source, AdaptationPlan(fresh=True), seed=3)  # adapt's scratch=true
     assert not torch.equal(fresh.params["head_weight"], source.params["head_weight"])
-    assert torch.equal(model_to_adapt(source, scratch.adaptation().plan, seed=3).params["head_weight"],
+    assert torch.equal(model_to_adapt(source, AdaptationPlan(fresh=True), seed=3).params["head_weight"],
                        fresh.params["head_weight"])  # seeded
     with pytest.raises(RuntimeError, match="no meta-training"):
         scratch.meta_gradient(None)

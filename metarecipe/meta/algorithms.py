@@ -13,7 +13,7 @@ meta-parameters: Meta-SGD's learning rates). An outer optimiser then steps on th
   on the source tasks, fine-tuned afterwards).
 - pnn: progressive networks; the source column is trained jointly on the source tasks (as multilingual), and
   adaptation trains a new column with lateral connections to the frozen source column.
-- scratch: no meta-training; adaptation trains a freshly initialised model on the target data only.
+- scratch: no meta-training; adaptation trains the seeded initial model on the target data only.
 
 `adaptation()` gives how the meta-trained model is adapted (metarecipe.meta.plan: the update rule and the model
 it trains) and Meta-SGD's learned rates.
@@ -159,15 +159,12 @@ class PNN(Multilingual):
 
 
 class Scratch(MetaAlgorithm):
-    """The target data only: nothing to meta-train; adaptation starts from a fresh initialisation."""
+    """The target data only: nothing to meta-train; adaptation trains its model, the seeded initialisation."""
 
     meta_trains = False
 
     def meta_gradient(self, batch: MetaBatch):
         raise RuntimeError("scratch has no meta-training: it trains on the target data only (adaptation)")
-
-    def adaptation(self) -> Adaptation:
-        return Adaptation(AdaptationPlan("sgd", fresh=True))
 
 
 ALGORITHMS = {"maml": MAML, "fomaml": FOMAML, "anil": ANIL, "metasgd": MetaSGD, "reptile": Reptile,
