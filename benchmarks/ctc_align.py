@@ -14,24 +14,14 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import statistics
 import sys
-import time
 import warnings
 
 import torch
+from ctc_loss import SIZES, median_ms  # the sizes and timing of the CTC loss benchmark (benchmarks/ on sys.path)
 
 from metarecipe.kernels import available_backends
 from metarecipe.kernels.ctc_align import ctc_forced_align
-
-# (B, T, U, V, variable lengths)
-SIZES = [
-    (16, 150, 40, 28, False),
-    (64, 150, 40, 28, False),
-    (16, 150, 20, 5000, False),
-    (16, 500, 100, 32, True),
-    (4, 2000, 600, 32, False),
-]
 
 
 def torchaudio_peer():
@@ -64,16 +54,6 @@ def make_inputs(batch, frames, labels, vocab, variable, seed=0):
     return log_probs, lengths, targets, target_lengths
 
 
-def median_ms(align, inputs, repeats):
-    align(*inputs)  # warm-up (and JIT compilation for numba)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        align(*inputs)
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
-
-
 def reference(*inputs):
     return ctc_forced_align(*inputs, backend="torch")
 
@@ -98,10 +78,10 @@ def run(backends, threads_list, repeats, sizes):
             set_threads(threads)
             size = {"B": batch, "T": frames, "U": labels, "V": vocab, "variable_lengths": variable,
                     "threads": threads}
-            peer_ms = median_ms(peer, inputs, peer_repeats)
+            peer_ms = median_ms(functools.partial(peer, *inputs), peer_repeats)
             records.append({**size, "impl": peer_name, "ms": peer_ms, "speedup": 1.0})
             for name in backends:
-                ms = median_ms(functools.partial(ctc_forced_align, backend=name), inputs, repeats)
+                ms = median_ms(functools.partial(ctc_forced_align, *inputs, backend=name), repeats)
                 records.append({**size, "impl": name, "ms": ms, "speedup": peer_ms / ms})
             print(f"done B={batch} T={frames} U={labels} V={vocab} threads={threads}", file=sys.stderr, flush=True)
     return peer_name, records

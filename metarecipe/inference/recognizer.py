@@ -126,7 +126,9 @@ class Recognizer:
                 yield feats
 
     def _speech_stats(self, samples: np.ndarray, spans: list[Span]) -> np.ndarray | None:
-        """CMVN statistics (2, D + 1) of the recording's speech (every segment's features), None without any."""
+        """CMVN statistics (2, D + 1) of the recording's speech (every segment's features), None without any. The
+        features are computed again for decoding: keeping them would grow memory with the recording, and fbank
+        costs a few seconds an hour."""
         try:
             return compute_cmvn(self._features(samples, spans))
         except ValueError:  # no segment long enough for a frame
