@@ -17,6 +17,7 @@ from metarecipe.decode.bundle import model_decoding
 from metarecipe.errors import InputError
 from metarecipe.features.fbank import FbankConfig
 from metarecipe.features.frontend import Frontend
+from metarecipe.inference.endpoint import MAX_END_EXTENSION, energy_speech_end, last_word_end
 from metarecipe.inference.formats import render
 from metarecipe.inference.recognizer import Recognizer
 from metarecipe.inference.transcript import Segment, Transcript, Word, extend_last_word, words_of
@@ -101,8 +102,26 @@ def test_words_take_their_tokens_times_and_mean_posterior():
     assert words == [Word("ab", 10.08, 10.2, round(np.exp(-0.2), 4)), Word("c", 10.36, 10.44, round(np.exp(-0.5), 4))]
     assert words_of([], [], [], [], tokens, 0.0, 0.04) == []
     assert extend_last_word(words, 10.74)[-1] == Word("c", 10.36, 10.74, words[-1].confidence)  # to the speech end
-    assert extend_last_word(words, 11.5) == words == extend_last_word(words, None)  # too far, or no end known
+    assert extend_last_word(words, None) == words  # no end known
     assert extend_last_word(words, 10.3) == words  # never shortened
+
+
+def test_the_speech_end_is_the_last_loud_frame_before_the_detectors_end():
+    """A segment at 16 kHz: faint noise (-60 dBFS), a vowel-like tone at -20 dBFS over [0.3, 0.8) s, a breath at
+    -45 dBFS (under END_MARGIN_DB above the floor) over [0.8, 0.9) s, then noise again until 1.2 s."""
+    rate, rng = 16000, np.random.default_rng(0)
+    time = np.arange(int(1.2 * rate)) / rate
+    samples = 1e-3 * rng.standard_normal(len(time))
+    vowel = (time >= 0.3) & (time < 0.8)
+    samples[vowel] += 0.14 * np.sin(2 * np.pi * 180 * time[vowel])
+    breath = (time >= 0.8) & (time < 0.9)
+    samples[breath] += 0.0056 * rng.standard_normal(breath.sum())
+    assert last_word_end(samples, rate, 0.55, 1.0) == pytest.approx(0.8)
+    assert last_word_end(samples, rate, 0.55, 0.72) == 0.72  # never after the detector's end
+    assert last_word_end(samples, rate, 0.1, 1.0) == pytest.approx(0.1 + MAX_END_EXTENSION)  # nor far after the word
+    assert last_word_end(samples, rate, 0.85, 1.0) is None  # nothing heard after the word
+    assert last_word_end(samples, rate, 0.55, None) is None  # a split segment: the speech goes on
+    assert energy_speech_end(samples[:100], rate, 0.0, 1.0) is None  # no whole frame
 
 
 def test_formats_render_words_times_and_cues():

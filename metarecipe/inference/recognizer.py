@@ -31,6 +31,7 @@ from metarecipe.errors import InputError
 from metarecipe.features.cmvn import compute_cmvn
 from metarecipe.features.frontend import Frontend
 from metarecipe.inference.audio_stream import AudioStream, array_blocks
+from metarecipe.inference.endpoint import last_word_end
 from metarecipe.inference.transcript import Segment, Transcript, extend_last_word, words_of
 from metarecipe.inference.vad import SILERO_RATE, make_vad
 from metarecipe.io.model_files import ModelFile, read_model_file
@@ -171,7 +172,12 @@ class Recognizer:
             u = len(best[i])
             words = words_of(best[i], alignment.starts[i, :u].tolist(), alignment.ends[i, :u].tolist(),
                              alignment.token_scores[i, :u].tolist(), tokens, span.start / rate, SUBSAMPLING * shift)
-            words = extend_last_word(words, span.speech_end)
+            if words:
+                offset = span.start / rate
+                detector_end = None if span.speech_end is None else span.speech_end - offset
+                end = last_word_end(np.asarray(samples[span.start:span.end]), rate, words[-1].end - offset,
+                                    detector_end)
+                words = extend_last_word(words, None if end is None else round(offset + end, 3))
             segments.append(Segment(round(span.start / rate, 3), round(span.end / rate, 3),
                                     " ".join(w.word for w in words), words))
         return segments

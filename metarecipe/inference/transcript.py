@@ -7,8 +7,8 @@ frames (a per-frame posterior, geometric mean), in (0, 1].
 
 CTC emits a token in a frame or two, and a word's last token well before the word's sound has died away (0.2 s
 early on the asterisk prompts); between words the next word's first token bounds that, but the last word of a
-segment would end early. It ends where the voice-activity detector heard the speech end instead, when that is
-later by at most MAX_END_EXTENSION (`extend_last_word`).
+segment would end early. It ends where the segment's speech ends instead (endpoint.last_word_end,
+`extend_last_word`).
 """
 
 from __future__ import annotations
@@ -17,10 +17,6 @@ import math
 from dataclasses import dataclass, field
 
 from metarecipe.text.tokens import SPACE, TokenTable
-
-# The most a segment's last word is extended to the detector's end of speech: a word's sound outlasts its last
-# CTC token by a few hundred milliseconds; a later end means speech the hypothesis has no word for.
-MAX_END_EXTENSION = 0.5
 
 
 @dataclass
@@ -62,9 +58,9 @@ def words_of(token_ids: list[int], starts: list[int], ends: list[int], token_sco
 
 
 def extend_last_word(words: list[Word], speech_end: float | None) -> list[Word]:
-    """The words with the last one ending at `speech_end` (seconds; the detector's end of speech, None: not
-    known) when that is after its end by at most MAX_END_EXTENSION."""
-    if not words or speech_end is None or not 0 < speech_end - words[-1].end <= MAX_END_EXTENSION:
+    """The words with the last one ending at `speech_end` (seconds from the start of the recording; None: not
+    known) when that is after its end."""
+    if not words or speech_end is None or speech_end <= words[-1].end:
         return words
     last = words[-1]
     return [*words[:-1], Word(last.word, last.start, round(speech_end, 3), last.confidence)]
