@@ -54,6 +54,21 @@ def test_head_rule_adapts_only_the_head_and_equals_metasgd_with_zero_rates_elsew
         torch.testing.assert_close(metasgd.params[name], head.params[name])
 
 
+def test_input_rule_adapts_only_the_input_layers_and_equals_metasgd_with_zero_rates_elsewhere(target):
+    tokens, pool = target
+    model = small_model(tokens, seed=2)
+    config = AdaptConfig(minutes=0.035, lr=0.3, max_steps=6, eval_every=3, patience=10, clip_grad_norm=None,
+                         criterion="loss")
+    adapted = adapt(model, pool, config, rule="input")
+    inputs = ("conv1_", "conv2_", "proj_")
+    for name, p in model.params.items():
+        assert torch.equal(adapted.params[name], p.detach()) == (not name.startswith(inputs))
+    alphas = {n: torch.full_like(p, 0.3 if n.startswith(inputs) else 0.0) for n, p in model.params.items()}
+    metasgd = adapt(model, pool, config, rule="metasgd", alphas=alphas)
+    for name in model.params:
+        torch.testing.assert_close(metasgd.params[name], adapted.params[name])
+
+
 def test_budget_beyond_the_data_is_a_clear_error(target):
     _, pool = target
     with pytest.raises(ValueError, match="budget of 5 min exceeds the 0.04 min of target training data"):

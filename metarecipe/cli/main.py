@@ -11,9 +11,9 @@ from metarecipe.errors import InputError
 
 # the commands; each is the module metarecipe.cli.<name, - written _>, imported only when it runs (the others
 # pull in torch and numba, seconds per process, which a recipe's many short `score` or `lm-text` jobs would pay)
-COMMANDS = ("make-demo-corpus", "prepare-data", "validate-data-dir", "speed-perturb", "compute-feats", "make-tokens",
-            "lm-text", "meta-train", "adapt", "train-lm", "decode", "bundle", "transcribe", "compress", "export",
-            "score", "report")
+COMMANDS = ("make-demo-corpus", "make-variation-corpus", "make-noise-tasks", "prepare-data", "validate-data-dir",
+            "speed-perturb", "compute-feats", "make-tokens", "lm-text", "meta-train", "adapt", "train-lm", "decode",
+            "bundle", "transcribe", "compress", "export", "score", "report", "task-report")
 
 
 def command_module(name: str):

@@ -41,6 +41,8 @@ VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f
             "klatt3", "croak", "whisper"]
 TSV_COLUMNS = ["client_id", "path", "sentence_id", "sentence", "sentence_domain", "up_votes", "down_votes", "age",
                "gender", "accents", "variant", "locale", "segment"]
+PITCHES = range(25, 80, 9)
+RATES = range(130, 200, 12)  # words per minute
 SAMPLE_RATE = 16000
 SPLIT_SPEAKERS = {"train": 16, "dev": 4, "test": 4}
 SPLIT_SHARE = {"train": 0.7, "dev": 0.15, "test": 0.15}
@@ -54,19 +56,21 @@ class Speaker:
     rate: int
 
 
-def require_tools(langs) -> None:
-    """DataPrepError with the exact apt-get command when espeak-ng or a fortune package is missing."""
+def require_tools(langs, languages: dict = LANGUAGES, what: str = "the demo corpus") -> None:
+    """DataPrepError with the exact apt-get command when espeak-ng or a fortune package is missing; `languages`
+    is a table like LANGUAGES, `what` names the corpus in the message."""
     missing = [] if shutil.which("espeak-ng") else ["espeak-ng"]
-    missing += [LANGUAGES[lang][2] for lang in langs if not all((FORTUNES / p).exists() for p in LANGUAGES[lang][1])]
+    missing += [languages[lang][2] for lang in langs
+                if not all((FORTUNES / p).exists() for p in languages[lang][1])]
     if missing:
-        raise DataPrepError("the demo corpus needs Debian packages that are missing; install them with:\n"
+        raise DataPrepError(f"{what} needs Debian packages that are missing; install them with:\n"
                             f"  apt-get update && apt-get install -y {' '.join(missing)}")
 
 
-def _fortune_files(lang: str) -> list[Path]:
+def _fortune_files(lang: str, languages: dict = LANGUAGES) -> list[Path]:
     """The fortune text files of a language; a non-empty .u8 (UTF-8) twin replaces its legacy original."""
     files = []
-    for name in LANGUAGES[lang][1]:
+    for name in languages[lang][1]:
         path = FORTUNES / name
         candidates = sorted(path.rglob("*")) if path.is_dir() else [path]
         recoded = {c.with_suffix("") for c in candidates if c.suffix == ".u8" and c.stat().st_size > 0}
@@ -75,10 +79,10 @@ def _fortune_files(lang: str) -> list[Path]:
     return files
 
 
-def sentences(lang: str, min_words: int = 3, max_words: int = 20) -> list[str]:
-    """Normalised, de-duplicated sentences of the language's fortunes, in a fixed order."""
+def sentences(lang: str, min_words: int = 3, max_words: int = 20, languages: dict = LANGUAGES) -> list[str]:
+    """Normalised, de-duplicated sentences of the language's fortunes (files from `languages`), in a fixed order."""
     seen, out = set(), []
-    for path in _fortune_files(lang):
+    for path in _fortune_files(lang, languages):
         text = path.read_bytes().decode("utf-8", errors="replace")
         for entry in text.split("\n%\n"):
             for piece in entry.replace("\n", " ").replace("!", ".").replace("?", ".").split(". "):
@@ -90,11 +94,14 @@ def sentences(lang: str, min_words: int = 3, max_words: int = 20) -> list[str]:
     return out
 
 
+def voice_combos(rng: random.Random, count: int) -> list[tuple[str, int, int]]:
+    """`count` distinct (voice variant, pitch, rate) combinations drawn by rng."""
+    return rng.sample([(v, p, r) for v in VARIANTS for p in PITCHES for r in RATES], count)
+
+
 def speakers(lang: str, seed: int) -> dict[str, list[Speaker]]:
     """Disjoint speakers per split, each a voice variant x pitch x rate with a client_id."""
-    rng = random.Random(f"{seed}-{lang}-speakers")
-    combos = rng.sample([(v, p, r) for v in VARIANTS for p in range(25, 80, 9) for r in range(130, 200, 12)],
-                        sum(SPLIT_SPEAKERS.values()))
+    combos = voice_combos(random.Random(f"{seed}-{lang}-speakers"), sum(SPLIT_SPEAKERS.values()))
     out, start = {}, 0
     for split, count in SPLIT_SPEAKERS.items():
         out[split] = [Speaker(hashlib.sha1(f"{seed}-{lang}-{v}-{p}-{r}".encode()).hexdigest(), v, p, r)

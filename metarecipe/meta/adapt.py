@@ -16,6 +16,7 @@ objective counts those as 0): it stops there, keeps the best parameters and says
 
 Optimisers: `sgd` is the meta-learner's rule: Meta-SGD's learned per-element rates (rule metasgd), ANIL's
 head-only steps (rule head), plain SGD at `lr` for the others (and for `scratch`, from a fresh initialisation).
+Rule input trains the input layers only: the speaker-adaptation baseline (what LIN or fMLLR adapt).
 `adam` applies Adam at `lr` to the parameters the rule trains (all, or the head); it has no meaning for rule
 metasgd, whose meta-learned rates are themselves the per-element step sizes Adam would replace: that
 combination is a ConfigError. Both follow the warm-up and decay of the rate; `freeze` keeps parameters whose
@@ -45,7 +46,10 @@ OPTIMIZERS = ("sgd", "adam")
 CRITERIA = ("cer", "loss")
 LR_DECAYS = ("cosine", "constant")
 DEFAULT_LR = {"sgd": 0.02, "adam": 5e-4}
-RULES = ("sgd", "head", "metasgd")
+RULES = ("sgd", "head", "metasgd", "input")
+# what each rule trains: name prefixes (None: every parameter). input is what speaker adaptation usually adapts:
+# the layers nearest the features (the convolutions and their projection), as a linear input transform does
+TRAINED_BY_RULE = {"sgd": None, "metasgd": None, "head": ("head_",), "input": ("conv1_", "conv2_", "proj_")}
 
 
 @dataclass(frozen=True)
@@ -209,7 +213,8 @@ def trainable_names(config: AdaptConfig, rule: str, names, prefix: str = "") -> 
         if not any(n.startswith(frozen) for n in names):
             raise ConfigError(f"{prefix}freeze: {frozen!r} is the prefix of no parameter (parameters: "
                               f"{', '.join(names)})")
-    chosen = [n for n in names if (rule != "head" or n.startswith("head_"))
+    trained = TRAINED_BY_RULE[rule]
+    chosen = [n for n in names if (trained is None or n.startswith(trained))
               and not any(n.startswith(frozen) for frozen in config.freeze)]
     if not chosen:
         raise ConfigError(f"{prefix}freeze: {config.freeze} freezes every parameter that rule {rule} trains")
@@ -287,13 +292,14 @@ def adapt(model, pool: list[Utterance], config: AdaptConfig, rule: str = "sgd", 
           losses=task_losses, log: Callable[[str], None] | None = None,
           augment: Augmenter | None = None) -> AdaptResult:
     """Fine-tunes model's parameters on `config.minutes` of the pool. rule: "sgd" (all parameters), "head"
-    (ANIL: the output head only) or "metasgd" (per-element rates `alphas`, a dict of tensors).
+    (ANIL: the output head only), "input" (the input layers only: TRAINED_BY_RULE) or "metasgd" (per-element
+    rates `alphas`, a dict of tensors).
     masks (name -> bool tensor): entries that stay zero after every step (a pruned model's fine-tune).
     losses(model, params, tasks, backend) -> (N,): the objective, trained and held out (default: CTC).
     log: receives one line per evaluation. augment: augments the training batches (never the held-out set),
     drawing from the run's seeded generator."""
     if rule not in RULES:
-        raise ValueError(f"adaptation rule must be sgd, head or metasgd, got {rule!r}")
+        raise ValueError(f"adaptation rule must be one of {list(RULES)}, got {rule!r}")
     if rule == "metasgd" and alphas is None:
         raise ValueError("the metasgd rule needs the meta-learned rates (alphas)")
     names = trainable_names(config, rule, model.params)

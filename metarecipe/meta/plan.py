@@ -4,7 +4,7 @@ A meta-learner ends with an AdaptationPlan (MetaAlgorithm.plan), meta-train stor
 "adaptation" entry), and `adapt` builds the model to adapt from it with `model_to_adapt`, the one place where a
 model file becomes what adaptation trains: the file's model itself, a progressive column grown beside it
 (frozen), or a fresh initialisation of its architecture (the scratch baseline). An adaptation config's `rule`
-(sgd, head, metasgd, or pnn: sgd on a new column) and `scratch` replace the stored plan.
+(sgd, head, metasgd, input, or pnn: sgd on a new column) and `scratch` replace the stored plan.
 """
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ import torch
 from torch import nn
 
 from metarecipe.config import ConfigError
+from metarecipe.meta.adapt import RULES  # the update rules
 from metarecipe.models import BatchedCTCModel, ProgressiveCTCModel
 
-RULES = ("sgd", "head", "metasgd")  # update rules of metarecipe.meta.adapt
 RULE_OPTIONS = (*RULES, "pnn")  # what an adaptation config's `rule` may say
 COLUMNS = ("source", "random")  # how a progressive column starts (metarecipe.models.progressive)
 
 
 @dataclass(frozen=True)
 class AdaptationPlan:
-    rule: str = "sgd"  # sgd (every parameter), head (ANIL: the output layer), metasgd (the learned rates)
+    rule: str = "sgd"  # sgd (every parameter), head (ANIL: the output layer), metasgd (the learned rates), input
     column: str | None = None  # grow a progressive column beside the frozen model, started as COLUMNS says
     fresh: bool = False  # train a fresh initialisation of the model's architecture instead (scratch)
 

@@ -1,0 +1,1 @@
+../cv_lowresource/cmd.sh
