@@ -56,7 +56,7 @@ def test_mini_run_of_each_task_kind_reports_every_method_and_budget_against_the_
     cell = r"[0-9.]+ \[[0-9.]+, [0-9.]+\]" if len(targets) > 1 else r"[0-9.]+"  # one target, one seed: a point
     for cells in rows.values():
         assert len(cells) == 1 and re.fullmatch(cell, cells[0]), cells
-    assert f"Targets ({len(targets)})" in text and "relative reduction over" in text
+    assert f"Targets ({len(targets)})" in text and "relative reduction against unadapted over" in text
     assert (recipe / "exp_mini" / f"cer_vs_minutes_{kind}.png").stat().st_size > 1000
     for target in targets:
         summary = json.loads((exp / "adapt" / f"input_{target}_0.5m_s0" / "adapt.json").read_text())

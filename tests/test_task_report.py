@@ -53,8 +53,9 @@ def test_means_reductions_and_verdicts_follow_the_scores(run, tmp_path):
     assert "| unadapted (reference) | 50.0 [50.0, 50.0] |" in text
     assert "| finetune | 40.0 [40.0, 40.0] |" in text
     assert "finetune - unadapted: -10.0 [-10.0, -10.0] CER points: lower, significantly" in text
-    assert "best lonely" in text  # the lowest mean, though on one speaker: the reduction says over how many
-    assert "80.0% relative reduction over 1 target " in text
+    assert "best lonely" in text  # the largest reduction, though on one speaker: the line says over how many
+    assert "80.0% relative reduction against unadapted over 1 target " in text
+    assert "10.0 (1 of 4 targets)" in text
 
 
 def test_the_interval_resamples_targets_then_seeds():
