@@ -652,10 +652,22 @@ def plot_cer(rows: list[dict], path, methods=(), resamples: int = RESAMPLES) -> 
             ax.errorbar(np.array(budgets) + dodge, values, yerr=np.maximum(spread, 0), marker="o", capsize=3,
                         label=method)
         ax.set_title(target)
-        ax.set_xlabel("adaptation minutes")
-        ax.set_ylabel("CER % (95% CI)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        label_minutes_axes(ax, "CER % (95% CI)")
+    save_png(fig, path)
+
+
+def label_minutes_axes(ax, ylabel: str) -> None:
+    """Adaptation minutes along x, `ylabel` along y, a grid and the legend."""
+    ax.set_xlabel("adaptation minutes")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def save_png(fig, path) -> None:
+    """The figure as a PNG at path (written atomically), then closed."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     with atomic_path(path, ".png") as tmp:
         fig.savefig(tmp, dpi=100)

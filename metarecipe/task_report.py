@@ -17,7 +17,7 @@ from collections import defaultdict
 import numpy as np
 
 from metarecipe.errors import InputError
-from metarecipe.io.atomic import atomic_path
+from metarecipe.report import label_minutes_axes, save_png
 from metarecipe.stats import RESAMPLES, SEED, Estimate
 
 LEVEL = 0.95
@@ -201,11 +201,5 @@ def plot_task_cer(rows: list[dict], reference: str, path, methods=(), resamples:
         values = np.array([e.value for e in found])
         spread = np.nan_to_num(np.array([[e.value - e.low for e in found], [e.high - e.value for e in found]]))
         ax.errorbar(budgets, values, yerr=np.maximum(spread, 0), marker="o", capsize=3, label=method)
-    ax.set_xlabel("adaptation minutes")
-    ax.set_ylabel("CER % (mean over targets, 95% CI)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    label_minutes_axes(ax, "CER % (mean over targets, 95% CI)")
+    save_png(fig, path)
