@@ -69,6 +69,17 @@ def test_config_file_is_read_first_and_the_command_line_wins(script, tmp_path):
     assert code == 1 and "no such file" in err
 
 
+def test_mini_is_short_for_the_preset_beside_the_script(script, tmp_path):
+    code, _, err = run(script, "--mini")
+    assert code == 1 and "unknown option --mini" in err  # no preset: --mini is no option
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "mini.conf").write_text("--stage=2\n--source-langs=\"eo\"\n")
+    code, out, _ = run(script, "--stage", "5", "--mini", "x")
+    assert code == 0
+    assert out == "stage=5 lm_weight=0.5 source_langs=eo cv_root= force=false rest=x"
+    assert "--mini" in run(script, "--help")[1]
+
+
 def test_help_lists_every_option_with_its_type_default_and_description(script):
     code, out, _ = run(script, "--help")
     assert code == 0

@@ -69,11 +69,6 @@ force=false             # redo the work of the stages run even when done
 help_message="Stages: 0 corpus, 1 data prep, 2 features, 3 tokens + LM, 4 meta-train, 5 adapt, 6 decode + score,
 7 report (RESULTS.md, cer_vs_minutes.png), 8 compress (+ RESULTS.md). --mini is short for --config conf/mini.conf."
 
-args=()
-for arg in "$@"; do
-  if [ "$arg" = --mini ]; then args+=(--config conf/mini.conf); else args+=("$arg"); fi
-done
-set -- "${args[@]+"${args[@]}"}"
 . utils/parse_options.sh
 [ $# -eq 0 ] || { echo "run.sh: unexpected argument '$1'; see --help" >&2; exit 1; }
 . ./path.sh

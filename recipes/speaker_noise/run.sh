@@ -43,11 +43,6 @@ force=false             # redo the work of the stages run even when done
 help_message="Stages: 0 corpus, 1 features, 2 tokens, 3 meta-train, 4 adapt, 5 decode + score, 6 report.
 --task-kind speaker|accent|noise; --mini is short for --config conf/mini.conf."
 
-args=()
-for arg in "$@"; do
-  if [ "$arg" = --mini ]; then args+=(--config conf/mini.conf); else args+=("$arg"); fi
-done
-set -- "${args[@]+"${args[@]}"}"
 . utils/parse_options.sh
 [ $# -eq 0 ] || { echo "run.sh: unexpected argument '$1'; see --help" >&2; exit 1; }
 . ./path.sh

@@ -9,9 +9,10 @@
 # "$@": `--foo-bar VALUE` or `--foo-bar=VALUE` sets foo_bar. A default that is an integer admits integers only,
 # a decimal number numbers only, true/false booleans only (a boolean given last, or before another option,
 # alone means true). `--config FILE` reads `--foo-bar=VALUE` lines (# comments) from FILE before the command
-# line is applied, so the command line wins; the file is parsed, never executed. Unknown options and values of
-# the wrong type are errors; `--help` lists every option with its default and description. Arguments after the
-# options stay in "$@".
+# line is applied, so the command line wins; the file is parsed, never executed. `--mini` is short for
+# `--config conf/mini.conf` where the script has that preset beside it (and no option of its own named mini).
+# Unknown options and values of the wrong type are errors; `--help` lists every option with its default and
+# description. Arguments after the options stay in "$@".
 
 _po_script=${BASH_SOURCE[1]:-$0}
 # a script that cd's to its own directory first (run.sh does) was named relative to the caller's directory
@@ -49,6 +50,7 @@ _po_usage() {
       "${_po_default[$_po_name]}" "${_po_help[$_po_name]}"
   done
   echo "  --config FILE          read --option=value lines from FILE first (the command line wins)"
+  [ -z "$_po_mini" ] || echo "  --mini                 short for --config $_po_mini"
 }
 
 _po_set() {  # _po_set SOURCE OPTION VALUE: type-checked assignment, without eval
@@ -68,7 +70,14 @@ _po_set() {  # _po_set SOURCE OPTION VALUE: type-checked assignment, without eva
   printf -v "$name" '%s' "$3"
 }
 
-_po_args=("$@")
+_po_mini=$(dirname "$_po_script")/conf/mini.conf
+[ -f "$_po_mini" ] && [ -z "${_po_default[mini]+set}" ] || _po_mini=""
+_po_args=()
+for _po_arg in "$@"; do
+  if [ "$_po_arg" = --mini ] && [ -n "$_po_mini" ]; then _po_args+=(--config "$_po_mini"); else _po_args+=("$_po_arg"); fi
+done
+set -- "${_po_args[@]+"${_po_args[@]}"}"
+
 for ((_po_i = 0; _po_i < ${#_po_args[@]}; _po_i++)); do  # --help and --config first
   case ${_po_args[_po_i]} in
     --help|-h) _po_usage; exit 0 ;;
@@ -114,4 +123,4 @@ while [ $# -gt 0 ]; do
     *) break ;;
   esac
 done
-unset _po_args _po_i _po_file _po_line _po_lineno _po_value _po_opt _po_name
+unset _po_arg _po_args _po_mini _po_i _po_file _po_line _po_lineno _po_value _po_opt _po_name
