@@ -128,6 +128,19 @@ def reduction_table(scores: TargetScores, resamples: int = RESAMPLES) -> list[st
     return out
 
 
+def per_target_table(scores: TargetScores) -> list[str]:
+    """CER per target and method (rows) and budget (columns), the mean over the target's seeds."""
+    out = ["| target | method | " + " | ".join(f"{m:g} min" for m in scores.budgets) + " |",
+           "| --- | --- |" + " ---: |" * len(scores.budgets)]
+    for target in scores.targets:
+        for method in scores.methods:
+            values = [scores.cell(method, m).get(target) for m in scores.budgets]
+            if any(values):
+                out.append(f"| {target} | {method} | " + " | ".join("-" if not v else f"{np.mean(v):.1f}"
+                                                                   for v in values) + " |")
+    return out
+
+
 def _verdict(e: Estimate) -> str:
     if np.isnan(e.low):
         return "no interval (one target, one seed)"
@@ -176,7 +189,8 @@ def task_results_markdown(rows: list[dict], reference: str, baselines: list[str]
     out += ["## CER % on the unseen targets: mean over targets and seeds [95% CI]", ""] + cer_table(scores, resamples)
     out += ["", f"## Relative CER reduction % against {reference}: mean over targets [95% CI]", ""]
     out += reduction_table(scores, resamples)
-    out += ["", "## Who beats whom", ""] + comparison(scores, [reference, *baselines], resamples) + [""]
+    out += ["", "## Who beats whom", ""] + comparison(scores, [reference, *baselines], resamples)
+    out += ["", "## CER % per target: mean over seeds", ""] + per_target_table(scores) + [""]
     return "\n".join(out)
 
 

@@ -65,5 +65,10 @@ def test_mini_run_of_each_task_kind_reports_every_method_and_budget_against_the_
                             .read_text())
         assert scores["tags"] == {"method": "unadapted", "target": target, "minutes": "0", "seed": "0",
                                   "set": "test"}
+    if kind == "speaker":  # a real voice (conf/mini.conf: the asterisk Italian speaker) is reported apart
+        real = (recipe / "exp_mini" / "RESULTS_speaker_real.md").read_text()
+        assert "Targets (1): real_it" in real and "| real_it | input |" in real
+        summary = json.loads((exp / "adapt" / "input_real_it_0.5m_s0" / "adapt.json").read_text())
+        assert summary["rule"] == "input"
     again = run_recipe(recipe, "--task-kind", kind, "--stop-stage", "5")
     assert "running:" not in again  # everything done is kept

@@ -56,6 +56,9 @@ def test_means_reductions_and_verdicts_follow_the_scores(run, tmp_path):
     assert "best lonely" in text  # the largest reduction, though on one speaker: the line says over how many
     assert "80.0% relative reduction against unadapted over 1 target " in text
     assert "10.0 (1 of 4 targets)" in text
+    per_target = text.partition("## CER % per target")[2]
+    assert "| spk1 | meta | 30.0 |" in per_target and "| spk1 | lonely | 10.0 |" in per_target
+    assert "| spk2 | unadapted | 50.0 |" in per_target and "| spk2 | lonely |" not in per_target
 
 
 def test_the_interval_resamples_targets_then_seeds():
@@ -71,6 +74,11 @@ def test_the_cli_writes_the_report_and_plot_and_names_a_missing_reference(run, t
     assert main(["task-report", str(run), "--out", str(out), "--reference", "unadapted", "--baselines", "finetune",
                  "--plot", str(tmp_path / "cer.png"), "--set", "test", "--setting", "task kind=speaker"]) == 0
     assert out.read_text().startswith("# Results") and (tmp_path / "cer.png").stat().st_size > 1000
+    assert main(["task-report", str(run), "--out", str(out), "--reference", "unadapted", "--targets", "spk2",
+                 "spk3"]) == 0
+    assert "Targets (2): spk2, spk3" in out.read_text() and "lonely" not in out.read_text()
+    assert main(["task-report", str(run), "--out", str(out), "--reference", "unadapted", "--targets", "spk9"]) == 1
+    assert "no scores of target(s) spk9" in capsys.readouterr().err
     with pytest.raises(InputError, match="no scores of the reference method 'pooled'"):
         TargetScores(collect(run, "test"), "pooled")
     assert main(["task-report", str(run), "--out", str(out), "--reference", "pooled"]) == 1

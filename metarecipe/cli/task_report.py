@@ -27,6 +27,7 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--plot", help="PNG of mean CER against adaptation minutes")
     p.add_argument("--set", dest="decode_set", help="only scores tagged with this set (e.g. test)")
     p.add_argument("--methods", nargs="*", default=[], help="row order")
+    p.add_argument("--targets", nargs="+", help="only these targets (default: every target scored)")
     p.add_argument("--resamples", type=int, default=RESAMPLES, help="bootstrap resamples (default %(default)s)")
     p.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE", help="listed under Run settings")
     p.add_argument("--note", default="", help="a paragraph under the settings (what the targets are)")
@@ -39,6 +40,11 @@ def run(args: argparse.Namespace) -> int:
     rows = [r for r in collect(args.root, args.decode_set) if "variant" not in r]
     if not rows:
         raise InputError(f"{args.root}: no scores.json tagged with method, target and minutes")
+    if args.targets:
+        missing = sorted(set(args.targets) - {r["target"] for r in rows})
+        if missing:
+            raise InputError(f"{args.root}: no scores of target(s) {', '.join(missing)}")
+        rows = [r for r in rows if r["target"] in args.targets]
     settings = dict(item.partition("=")[::2] for item in args.setting)
     text = task_results_markdown(rows, args.reference, args.baselines, settings, args.methods, args.title,
                                  args.note, args.resamples)

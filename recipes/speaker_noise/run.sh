@@ -3,7 +3,10 @@
 # accents, or noise conditions), adapt it to unseen ones with seconds to minutes of their speech, decode, score,
 # and compare with the unadapted model and with fine-tuning as speaker adaptation usually does it.
 #
-#   ./run.sh --task-kind speaker    # tasks: synthetic (espeak-ng) speakers of es it de; targets: unseen speakers
+#   ./run.sh --task-kind speaker    # tasks: synthetic (espeak-ng) speakers of es it de; targets: unseen speakers,
+#                                   # synthetic ones and a real one (the asterisk Spanish voice)
+#   ./run.sh --task-kind speaker --real-speakers "es it"  # the asterisk Italian voice too (its accented vowels
+#                                   # enter the token table: a fresh run, or --stage 2 --force)
 #   ./run.sh --task-kind accent     # tasks: English accents (espeak-ng regional voices); targets: unseen accents
 #   ./run.sh --task-kind noise      # tasks: noise type x SNR band on real speech (asterisk en fr ru); targets:
 #                                   # unseen noise types (babble, brown)
@@ -11,10 +14,11 @@
 #   ./run.sh --task-kind noise --mini        # every stage on a tiny corpus (conf/mini.conf), for CI
 #
 # Stages: 0 corpus, 1 features, 2 tokens, 3 meta-train, 4 adapt, 5 decode + score, 6 report (RESULTS_<kind>.md,
-# cer_vs_minutes_<kind>.png). Methods: unadapted (the pooled model as it is: the reference), finetune (the pooled
-# model, every parameter), input (the pooled model, its input layers only: the usual speaker adaptation), and the
-# meta-learners (metasgd, fomaml, ...). Every unit of work leaves a .done marker holding the command that made it;
-# a re-run skips what is done and redoes what changed or was interrupted. --force redoes the stages run.
+# cer_vs_minutes_<kind>.png; the speaker kind's real voices apart in RESULTS_speaker_real.md). Methods: unadapted
+# (the pooled model as it is: the reference), finetune (the pooled model, every parameter), input (the pooled
+# model, its input layers only: the usual speaker adaptation), and the meta-learners (metasgd, fomaml, ...). Every
+# unit of work leaves a .done marker holding the command that made it; a re-run skips what is done and redoes what
+# changed or was interrupted. --force redoes the stages run.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -35,6 +39,7 @@ meta_lr_after_init=0.0005  # their outer learning rate
 beam=8                  # beam size (no LM: the comparison is of acoustic adaptation)
 decode_set=test         # the target split decoded and scored
 seed=0                  # corpus and sampling seed
+real_speakers=es        # speaker kind: the asterisk voices of these languages (real speech) are targets too
 data=data               # data directories go to <data>/<task kind>
 exp=exp                 # experiment directories go to <exp>/<task kind>
 report_dir=.            # where RESULTS_<kind>.md and cer_vs_minutes_<kind>.png go
@@ -72,12 +77,18 @@ corpus=$data/corpus
 threads_per_job=$(( $(nproc) / nj > 0 ? $(nproc) / nj : 1 ))
 mkdir -p "$exp"
 log "options: $(for n in task_kind stage stop_stage nj mini_corpus budgets adapt_seeds algos meta_config adapt_config \
-  meta_steps meta_steps_after_init beam decode_set seed data exp; do printf '%s=%q ' "$n" "${!n}"; done)"
+  meta_steps meta_steps_after_init beam decode_set seed real_speakers data exp; do printf '%s=%q ' "$n" "${!n}"; done)"
 
-targets() { cat "$corpus/targets/list"; }
+# The targets: the corpus's own and, for the speaker kind, real voices (real_<lang>: the asterisk prompts of one
+# speaker, 8 kHz, in $data/real/<lang>). The token table covers every target's training transcripts.
+[ "$task_kind" = speaker ] || real_speakers=""
+corpus_targets() { cat "$corpus/targets/list"; }
+real_targets() { for lang in $real_speakers; do echo "real_$lang"; done; }
+targets() { corpus_targets; real_targets; }
+target_dir() { case $1 in real_*) echo "$data/real/${1#real_}" ;; *) echo "$corpus/targets/$1" ;; esac; }
 # every data dir of the run: the source tasks' train and dev, each target's train and test
 all_dirs() { echo "$corpus/source/train"; echo "$corpus/source/dev"; for t in $(targets); do
-  echo "$corpus/targets/$t/train"; echo "$corpus/targets/$t/test"; done; }
+  echo "$(target_dir "$t")/train"; echo "$(target_dir "$t")/test"; done; }
 
 if stage 0 corpus; then
   if [ "$task_kind" = noise ]; then
@@ -96,12 +107,17 @@ if stage 0 corpus; then
     once "$corpus" "$exp/log/corpus.log" metarecipe make-variation-corpus "$corpus" --task-kind "$task_kind" \
       --seed "$seed" --nj "$nj" $mini_flag
   fi
+  if [ -n "$real_speakers" ]; then
+    install_asterisk_sounds $real_speakers
+    once "$data/real" "$exp/log/prepare_real.log" metarecipe prepare-data asterisk /usr/share/asterisk/sounds \
+      "$data/real" --langs $real_speakers --splits train test
+  fi
   stage_end
 fi
 
 if stage 1 features; then
   for dir in $(all_dirs); do
-    spawn once "$dir/fbank" "$exp/log/feats_$(echo "${dir#"$corpus"/}" | tr / _).log" \
+    spawn once "$dir/fbank" "$exp/log/feats_$(echo "${dir#"$data"/}" | sed 's,^corpus/,,' | tr / _).log" \
       metarecipe compute-feats "$dir" --nj 1 --sample-rate "$sample_rate" --num-mel-bins "$num_mel_bins"
   done
   wait_all
@@ -109,8 +125,7 @@ if stage 1 features; then
 fi
 
 if stage 2 tokens; then
-  once "$data/lang" "$exp/log/tokens.log" metarecipe make-tokens "$data/lang/tokens.txt" \
-    $(all_dirs | grep -v "/test$")
+  once "$data/lang" "$exp/log/tokens.log" metarecipe make-tokens "$data/lang/tokens.txt" $(all_dirs | grep -v "/test$")
   stage_end
 fi
 
@@ -163,7 +178,7 @@ if stage 4 adapt; then
     [ "$force" = false ] || set_aside "$dir"
     spawn once "$dir" "$exp/log/adapt_$(basename "$dir").log" \
       run_cmd metarecipe adapt --config "$adapt_config" --exp-dir "$dir" model="$(meta_dir "$algo")/final.pt" \
-      data="$corpus/targets/$target/train" adapt.minutes="$minutes" adapt.seed="$adapt_seed" $(rule_of "$algo") \
+      data="$(target_dir "$target")/train" adapt.minutes="$minutes" adapt.seed="$adapt_seed" $(rule_of "$algo") \
       $([ "$task_kind" != noise ] || echo augment.noise_prob=0)
   done
   wait_all
@@ -173,7 +188,7 @@ fi
 
 # decode_and_score MODEL OUT_DIR METHOD TARGET MINUTES SEED: hypotheses and scores of the target's decode set
 decode_and_score() {
-  local test=$corpus/targets/$4/$decode_set
+  local test=$(target_dir "$4")/$decode_set
   run_cmd metarecipe decode "$1" "$test" "$2" --beam "$beam" &&
   metarecipe score --ref "$test/text" --hyp "$2/hyp" --utt2spk "$test/utt2spk" --out-dir "$2" --tag method="$3" \
     --tag target="$4" --tag minutes="$5" --tag seed="$6" --tag set="$decode_set"
@@ -197,6 +212,23 @@ if stage 5 "decode + score"; then
   stage_end
 fi
 
+# report NAME NOTE TARGET...: RESULTS_<NAME>.md and cer_vs_minutes_<NAME>.png over the targets
+report() {
+  local name=$1 note=$2
+  shift 2
+  metarecipe task-report "$exp/adapt" --out "$report_dir/RESULTS_$name.md" --targets "$@" \
+    --plot "$report_dir/cer_vs_minutes_$name.png" --set "$decode_set" --reference unadapted \
+    --baselines finetune input --methods unadapted finetune input $algos --title "Results: recipes/speaker_noise, $name" \
+    --note "$note" \
+    --setting "task kind=$task_kind (tasks grouped by utt2$group_by)" \
+    --setting "features=$num_mel_bins-bin fbank at $sample_rate Hz" \
+    --setting "budgets (min)=$budgets, adaptation seeds $adapt_seeds" \
+    --setting "meta-training=$meta_config: pooled $meta_steps steps, then $meta_steps_after_init more for every method (pooled continued for the baselines)" \
+    --setting "adaptation=$adapt_config (input: rule=input)" \
+    --setting "decoding=beam $beam, no LM, set $decode_set" > /dev/null
+  cat "$report_dir/RESULTS_$name.md"
+}
+
 if stage 6 report; then
   mkdir -p "$report_dir"
   what=$(case $task_kind in
@@ -204,16 +236,11 @@ if stage 6 report; then
     accent) echo "Targets are English accents never seen in meta-training (espeak-ng regional voices); the speech is synthetic." ;;
     noise) echo "Targets are noise types never seen in meta-training, mixed into real speech (asterisk prompts)." ;;
   esac)
-  metarecipe task-report "$exp/adapt" --out "$report_dir/RESULTS_$task_kind.md" \
-    --plot "$report_dir/cer_vs_minutes_$task_kind.png" --set "$decode_set" --reference unadapted \
-    --baselines finetune input --methods unadapted finetune input $algos --title "Results: recipes/speaker_noise, $task_kind" \
-    --note "$what See $corpus/corpus.json for every task and target." \
-    --setting "task kind=$task_kind (tasks grouped by utt2$group_by)" \
-    --setting "features=$num_mel_bins-bin fbank at $sample_rate Hz" \
-    --setting "budgets (min)=$budgets, adaptation seeds $adapt_seeds" \
-    --setting "meta-training=$meta_config: pooled $meta_steps steps, then $meta_steps_after_init more for every method (pooled continued for the baselines)" \
-    --setting "adaptation=$adapt_config (input: rule=input)" \
-    --setting "decoding=beam $beam, no LM, set $decode_set" > /dev/null
-  cat "$report_dir/RESULTS_$task_kind.md"
+  report "$task_kind" "$what See $corpus/corpus.json for every task and target." $(corpus_targets)
+  if [ -n "$real_speakers" ]; then
+    report "${task_kind}_real" "Targets are real speakers, one per language: the asterisk prompts of $real_speakers \
+(professional voices, 8 kHz telephone band, resampled to $sample_rate Hz; see $data/real/*/test/utt2spk). Meta-training \
+saw synthetic speakers only." $(real_targets)
+  fi
   stage_end
 fi
