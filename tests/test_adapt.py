@@ -8,7 +8,7 @@ from test_commonvoice import make_release
 from metarecipe.data import read_data_dir
 from metarecipe.data.corpora import get_corpus
 from metarecipe.features import compute_feats
-from metarecipe.io.pools import load_pools
+from metarecipe.io.pools import Utterance, load_pools
 from metarecipe.meta.adapt import AdaptConfig, adapt, budget_split
 from metarecipe.models import BatchedCTCModel, ModelConfig
 from metarecipe.text.tokens import TokenTable
@@ -67,6 +67,18 @@ def test_input_rule_adapts_only_the_input_layers_and_equals_metasgd_with_zero_ra
     metasgd = adapt(model, pool, config, rule="metasgd", alphas=alphas)
     for name in model.params:
         torch.testing.assert_close(metasgd.params[name], adapted.params[name])
+
+
+def test_a_budget_never_draws_an_utterance_longer_than_itself():
+    """Real prompts run from 1 s to 40 s: a 15 s budget must not be one 40 s prompt."""
+    pool = [Utterance(f"long{i}", "x.ark:0", 4000, [1]) for i in range(5)]  # 40 s each
+    pool += [Utterance(f"short{i}", "x.ark:0", 200, [1]) for i in range(40)]  # 2 s each
+    for seed in range(20):
+        train, held_out = budget_split(pool, AdaptConfig(minutes=0.25), np.random.default_rng(seed))
+        assert all(u.utt.startswith("short") for u in train + held_out)
+        assert 15.0 <= sum(u.seconds for u in train + held_out) < 17.0
+    with pytest.raises(ValueError, match="exceeds the 0.17 min of target training data in utterances no longer"):
+        budget_split(pool[:10], AdaptConfig(minutes=0.25), np.random.default_rng(0))
 
 
 def test_budget_beyond_the_data_is_a_clear_error(target):

@@ -112,6 +112,7 @@ def test_layout(corpus):
     assert all(Path(f).parent == MOH for f in info["tasks"]["music_10-20"]["noise_files"])
     assert info["tasks"]["music_10-20"]["noise_files"] and not info["targets"]["brown_0-5"]["noise_files"]
     assert info["assignment"]["train"] == "every utterance in every task"  # 18 s of speech: too little to deal
+    assert info["assignment"]["dev"] == "every utterance in every task"  # held-out sets of 30 s a task
     for directory in data_dirs(corpus):
         for utt, path in read_table(directory / "wav.scp").items():
             condition = read_table(directory / "utt2noise")[utt]

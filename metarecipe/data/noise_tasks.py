@@ -15,7 +15,8 @@ Layout of OUT:
     audio/<condition>/<utt>.flac      16-bit FLAC at the output rate
     source/{train,dev}/               every source-train (dev) utterance in one source task: round-robin over
                                       the tasks after a seeded shuffle; when that leaves a task under
-                                      MIN_TASK_SECONDS of speech (or none), every utterance in every task
+                                      MIN_TASK_SECONDS (dev: MIN_DEV_TASK_SECONDS) of speech (or none), every
+                                      utterance in every task
     targets/<target>/train/           a seeded subset (target_train_minutes) of the source-train speech: the
                                       adaptation data
     targets/<target>/test/            every --speech-test utterance
@@ -56,6 +57,7 @@ SOURCE_TYPES = ("music", "white", "pink", "hum")
 TARGET_TYPES = ("babble", "brown")
 SNR_BANDS = ("0-5", "5-10", "10-20")
 MIN_TASK_SECONDS = 90.0
+MIN_DEV_TASK_SECONDS = 30.0  # meta-training's held-out support and query sets (10 s each) with room to draw them
 MIN_ADAPT_MINUTES = 2.6  # adaptation budgets up to 2 min and a held-out slice
 MINI_SECONDS = {"train": 45.0, "dev": 30.0, "test": 8.0}  # speech of each pool in --mini (budgets to 0.5 min;
 # dev: meta-training's support and query sets of 2 s each)
@@ -273,7 +275,7 @@ def make_noise_tasks(out_dir, config: NoiseTaskConfig) -> dict:
               "speech": {"train": config.speech_train, "dev": config.speech_dev, "test": config.speech_test},
               "tasks": {}, "targets": {}, "skipped": skipped}
     by_task: dict[str, dict[str, list[Mixed]]] = {c.name: {"train": [], "dev": []} for c in sources}
-    for split, min_seconds in (("train", MIN_TASK_SECONDS), ("dev", 0.0)):
+    for split, min_seconds in (("train", MIN_TASK_SECONDS), ("dev", MIN_DEV_TASK_SECONDS)):
         pairs, every = assign(pools[split], sources, rate, config.seed, split, min_seconds)
         corpus["assignment"][split] = "every utterance in every task" if every else "round-robin"
         mixes = [mix_one(out, c, s, config, recordings, pools[split]) for c, s in pairs]

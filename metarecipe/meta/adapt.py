@@ -189,12 +189,15 @@ def finite_or_none(value: float | None) -> float | None:
 
 
 def budget_split(pool: list[Utterance], config: AdaptConfig, rng: np.random.Generator):
-    """(train, held-out) utterances drawn from `minutes` of the pool; ConfigError if the pool is smaller or the
-    budget holds too few utterances to split."""
+    """(train, held-out) utterances drawn from `minutes` of the pool until the budget is reached; utterances
+    longer than the budget are left out, so that one long prompt cannot stand for a budget of seconds (the draw
+    exceeds the budget by less than its last utterance). ConfigError if the pool is smaller or the budget holds
+    too few utterances to split."""
+    pool = [u for u in pool if u.seconds <= config.minutes * 60]
     available = sum(u.seconds for u in pool) / 60
     if config.minutes > available:
         raise ConfigError(f"adaptation budget of {config.minutes:g} min exceeds the {available:.2f} min of target "
-                         "training data")
+                         f"training data in utterances no longer than the budget")
     chosen = draw_seconds(pool, config.minutes * 60, rng)
     held = max(1, int(round(len(chosen) * config.held_out_share)))
     if len(chosen) - held < 1:
