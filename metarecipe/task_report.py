@@ -178,6 +178,27 @@ def comparison(scores: TargetScores, baselines: list[str], resamples: int = RESA
     return out or ["- no adapted results"]
 
 
+def summary(scores: TargetScores, baselines: list[str], resamples: int = RESAMPLES) -> list[str]:
+    """Per method other than the reference and the baselines (the meta-learners): against each of those, the
+    budgets where its CER is significantly lower (with the paired difference), higher, or not different."""
+    out = []
+    for method in [m for m in scores.methods[1:] if m not in baselines]:
+        for other in [scores.reference, *(b for b in baselines if b in scores.methods)]:
+            verdicts = defaultdict(list)
+            for minutes in scores.budgets:
+                diff = paired(scores, method, other, minutes, False, resamples)
+                if diff is not None:
+                    verdict = _verdict(diff[0])
+                    significant = verdict.endswith("significantly")
+                    phrase = f"CER significantly {verdict.split(',')[0]}" if significant else (
+                        verdict if verdict.startswith("no interval") else f"CER {verdict}")
+                    verdicts[phrase].append(f"{minutes:g} min" + (f" ({_ci(diff[0])} points)" * significant))
+            parts = [f"{verdict} at {', '.join(where)}" for verdict, where in verdicts.items()]
+            if parts:
+                out.append(f"- {method} against {other}: " + "; ".join(parts))
+    return out
+
+
 def task_results_markdown(rows: list[dict], reference: str, baselines: list[str], settings: dict[str, str],
                           methods=(), title: str = "Results", note: str = "",
                           resamples: int = RESAMPLES) -> str:
@@ -186,6 +207,9 @@ def task_results_markdown(rows: list[dict], reference: str, baselines: list[str]
     out += ["", f"Targets ({len(scores.targets)}): {', '.join(scores.targets)}", ""]
     if note:
         out += [note, ""]
+    found = summary(scores, baselines, resamples)
+    if found:
+        out += ["## Summary: paired CER differences, 95% CI over targets and seeds", ""] + found + [""]
     out += ["## CER % on the unseen targets: mean over targets and seeds [95% CI]", ""] + cer_table(scores, resamples)
     out += ["", f"## Relative CER reduction % against {reference}: mean over targets [95% CI]", ""]
     out += reduction_table(scores, resamples)

@@ -56,6 +56,10 @@ def test_means_reductions_and_verdicts_follow_the_scores(run, tmp_path):
     assert "best lonely" in text  # the largest reduction, though on one speaker: the line says over how many
     assert "80.0% relative reduction against unadapted over 1 target " in text
     assert "10.0 (1 of 4 targets)" in text
+    assert "- meta against unadapted: CER significantly lower at 1 min (-20.0 [" in text
+    assert "- meta against finetune: CER significantly lower at 1 min (-10.0 [" in text
+    assert "- lonely against unadapted: no interval (one target, one seed) at 1 min" in text
+    assert "- finetune against" not in text  # a baseline is compared with, not summarised
     per_target = text.partition("## CER % per target")[2]
     assert "| spk1 | meta | 30.0 |" in per_target and "| spk1 | lonely | 10.0 |" in per_target
     assert "| spk2 | unadapted | 50.0 |" in per_target and "| spk2 | lonely |" not in per_target
