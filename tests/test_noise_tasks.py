@@ -28,7 +28,9 @@ PROMPTS = {
               "vm-nobodyavail": "nobody is available to take your call at the moment",
               "tt-weasels": "weasels have eaten our phone system", "one-moment-please": "one moment please",
               "goodbye": "goodbye", "vm-goodbye": "goodbye"},
-    "dev": {"call-forwarding": "call forwarding", "dir-welcome": "welcome to the directory"},
+    "dev": {"call-forwarding": "call forwarding", "dir-welcome": "welcome to the directory",
+            "conf-full": "that conference is full", "conf-muted": "you are now muted",
+            "agent-loginok": "agent logged in", "all-circuits-busy-now": "all circuits are busy now"},
     "test": {"hello-world": "hello world", "queue-thankyou": "thank you for your patience",
              "please-try-again": "please try again"},
 }
@@ -152,7 +154,8 @@ def test_mixes_have_their_snr(corpus):
             assert low - 0.5 <= measured <= high + 0.5, (utt, measured)
             assert abs(measured - float(snr)) < 0.1, (utt, measured, snr)
             checked += 1
-    assert checked == 8 * 8 + 2 * 8 + 2 * (8 + 3)
+    train, dev, test = (len(PROMPTS[split]) for split in ("train", "dev", "test"))
+    assert checked == 8 * train + 8 * dev + 2 * (dev + test)  # every speech in every source task; 2 targets
 
 
 @pytest.mark.parametrize("kind, exponent, slope", [("white", 0, 0.0), ("pink", 1, -3.0), ("brown", 2, -6.0)])
@@ -200,7 +203,8 @@ def test_written_babble_uses_other_prompts(corpus):
         used = source.removeprefix("babble:").split(",")
         orig = utt.removeprefix("babble_0-5-")
         assert used and orig not in used
-        assert all(PROMPTS["train"][u.split("-en-", 1)[1]] != text[utt] for u in used)
+        assert all(PROMPTS["dev"][u.split("-en-", 1)[1]] != text[utt] for u in used)
+        assert orig.split("-en-", 1)[1] in PROMPTS["dev"]  # adaptation speech: never trained on
 
 
 def test_round_robin_when_the_pool_is_large():

@@ -17,8 +17,9 @@ Layout of OUT:
                                       the tasks after a seeded shuffle; when that leaves a task under
                                       MIN_TASK_SECONDS (dev: MIN_DEV_TASK_SECONDS) of speech (or none), every
                                       utterance in every task
-    targets/<target>/train/           a seeded subset (target_train_minutes) of the source-train speech: the
-                                      adaptation data
+    targets/<target>/train/           a seeded subset (target_train_minutes) of the dev speech: the
+                                      adaptation data, speech meta-training never trained on (dev speech only
+                                      measures its held-out loss)
     targets/<target>/test/            every --speech-test utterance
     targets/list                      one target a line
     corpus.json                       every condition: type, band, real or generated, noise files, minutes
@@ -59,8 +60,8 @@ SNR_BANDS = ("0-5", "5-10", "10-20")
 MIN_TASK_SECONDS = 90.0
 MIN_DEV_TASK_SECONDS = 30.0  # meta-training's held-out support and query sets (10 s each) with room to draw them
 MIN_ADAPT_MINUTES = 2.6  # adaptation budgets up to 2 min and a held-out slice
-MINI_SECONDS = {"train": 45.0, "dev": 30.0, "test": 8.0}  # speech of each pool in --mini (budgets to 0.5 min;
-# dev: meta-training's support and query sets of 2 s each)
+MINI_SECONDS = {"train": 45.0, "dev": 45.0, "test": 8.0}  # speech of each pool in --mini (dev: the targets'
+# adaptation data, budgets to 0.5 min)
 _BAND = re.compile(r"(\d+(?:\.\d+)?)-(\d+(?:\.\d+)?)")
 
 
@@ -284,11 +285,11 @@ def make_noise_tasks(out_dir, config: NoiseTaskConfig) -> dict:
             by_task[m.condition.name][split].append(m)
     corpus["tasks"] = {c.name: describe(c, by_task[c.name], config) for c in sources}
     for target in targets:
-        adapt = adaptation_subset(pools["train"], config.target_train_minutes, rate, config.seed, target.name)
+        adapt = adaptation_subset(pools["dev"], config.target_train_minutes, rate, config.seed, target.name)
         if not config.mini and sum(s.samples.size for s in adapt) / rate < MIN_ADAPT_MINUTES * 60:
             print(f"metarecipe make-noise-tasks: warning: {target.name}/train has under {MIN_ADAPT_MINUTES} min "
                   "of speech: the 2 min adaptation budget and a held-out slice do not fit", file=sys.stderr)
-        splits = {"train": [mix_one(out, target, s, config, recordings, pools["train"]) for s in adapt],
+        splits = {"train": [mix_one(out, target, s, config, recordings, pools["dev"]) for s in adapt],
                   "test": [mix_one(out, target, s, config, recordings, pools["test"]) for s in pools["test"]]}
         for split, mixes in splits.items():
             write_split(out / "targets" / target.name / split, mixes, rate)

@@ -218,7 +218,7 @@ report() {
   shift 2
   metarecipe task-report "$exp/adapt" --out "$report_dir/RESULTS_$name.md" --targets "$@" \
     --plot "$report_dir/cer_vs_minutes_$name.png" --set "$decode_set" --reference unadapted \
-    --baselines finetune input --methods unadapted finetune input $algos --title "Results: recipes/speaker_noise, $name" \
+    --baselines finetune input --methods unadapted $algos --title "Results: recipes/speaker_noise, $name" \
     --note "$note" \
     --setting "task kind=$task_kind (tasks grouped by utt2$group_by)" \
     --setting "features=$num_mel_bins-bin fbank at $sample_rate Hz" \
@@ -240,7 +240,8 @@ if stage 6 report; then
   if [ -n "$real_speakers" ]; then
     report "${task_kind}_real" "Targets are real speakers, one per language: the asterisk prompts of $real_speakers \
 (professional voices, 8 kHz telephone band, resampled to $sample_rate Hz; see $data/real/*/test/utt2spk). Meta-training \
-saw synthetic speakers only." $(real_targets)
+saw synthetic speakers only. With few voices the intervals say little of other speakers: with one, they resample \
+its adaptation seeds only." $(real_targets)
   fi
   stage_end
 fi
