@@ -77,8 +77,10 @@ def test_a_budget_never_draws_an_utterance_longer_than_itself():
         train, held_out = budget_split(pool, AdaptConfig(minutes=0.25), np.random.default_rng(seed))
         assert all(u.utt.startswith("short") for u in train + held_out)
         assert 15.0 <= sum(u.seconds for u in train + held_out) < 17.0
-    with pytest.raises(ValueError, match="exceeds the 0.17 min of target training data in utterances no longer"):
+    with pytest.raises(ValueError, match="utterances no longer than the budget hold only 0.17 min"):
         budget_split(pool[:10], AdaptConfig(minutes=0.25), np.random.default_rng(0))
+    with pytest.raises(ValueError, match="a budget of 0.0333333 min holds 1 utterance"):  # one 2 s utterance
+        budget_split(pool[5:], AdaptConfig(minutes=2 / 60), np.random.default_rng(0))
 
 
 def test_budget_beyond_the_data_is_a_clear_error(target):

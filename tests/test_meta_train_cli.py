@@ -173,7 +173,8 @@ def test_adapt_uses_the_meta_learners_rule_and_writes_the_adapted_model(data, me
 
 @pytest.mark.parametrize("change, message", [
     (["adapt.minutes=500"], "adapt.minutes: adaptation budget of 500 min exceeds the 0.04 min of target training"),
-    (["adapt.minutes=0.001"], "adapt.minutes: a budget of 0.001 min holds 1 utterance(s): too few to adapt"),
+    (["adapt.minutes=0.001"], "adapt.minutes: adaptation budget of 0.001 min: the target's utterances no longer "
+                              "than the budget hold only 0.00 min"),
     (["rule=fast"], "rule: must be one of ['sgd', 'head', 'metasgd', 'input', 'pnn'], got 'fast'"),
     (["scratch=true", "rule=metasgd"], "rule: scratch training uses sgd, got 'metasgd'"),
     pytest.param(["device=cuda:0"], "device: 'cuda:0' needs a GPU but none is visible",

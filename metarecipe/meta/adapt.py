@@ -193,11 +193,15 @@ def budget_split(pool: list[Utterance], config: AdaptConfig, rng: np.random.Gene
     longer than the budget are left out, so that one long prompt cannot stand for a budget of seconds (the draw
     exceeds the budget by less than its last utterance). ConfigError if the pool is smaller or the budget holds
     too few utterances to split."""
-    pool = [u for u in pool if u.seconds <= config.minutes * 60]
     available = sum(u.seconds for u in pool) / 60
     if config.minutes > available:
         raise ConfigError(f"adaptation budget of {config.minutes:g} min exceeds the {available:.2f} min of target "
-                         f"training data in utterances no longer than the budget")
+                         "training data")
+    pool = [u for u in pool if u.seconds <= config.minutes * 60]
+    fitting = sum(u.seconds for u in pool) / 60
+    if config.minutes > fitting:
+        raise ConfigError(f"adaptation budget of {config.minutes:g} min: the target's utterances no longer than "
+                          f"the budget hold only {fitting:.2f} min")
     chosen = draw_seconds(pool, config.minutes * 60, rng)
     held = max(1, int(round(len(chosen) * config.held_out_share)))
     if len(chosen) - held < 1:
