@@ -181,6 +181,7 @@ def kill_when(run: subprocess.Popen, ready, rng: random.Random, timeout=300) -> 
     run.wait()
 
 
+@pytest.mark.slow  # about 3 minutes; killed-and-resumed runs stay in CI as unit tests (meta-train, features)
 def test_killed_in_features_meta_training_and_decoding_and_rerun_gives_the_same_results(reference, italian_folder,
                                                                                        tmp_path):
     recipe = copy_recipes(tmp_path)
