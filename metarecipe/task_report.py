@@ -40,6 +40,7 @@ class TargetScores:
         self.methods = [*ordered, *sorted(found - ordered.keys())]
         self.budgets = sorted({minutes for method, minutes in self.cer if method != reference})
         self.targets = sorted({t for per_target in self.cer.values() for t in per_target})
+        self.paired_cache: dict[tuple, tuple[Estimate, int] | None] = {}  # summary and comparison share bootstraps
 
     def reference_cer(self) -> dict[str, list[float]]:
         """{target: CER per seed} of the reference (its budgets pooled: the unadapted model has none)."""
@@ -82,6 +83,14 @@ def paired(scores: TargetScores, method: str, other: str, minutes: float, relati
            resamples: int = RESAMPLES) -> tuple[Estimate, int] | None:
     """Per target: CER(method) - CER(other) in points, or 100 x (1 - CER(method) / CER(other)) with relative;
     the seeds of `method` paired with the mean of `other`'s. (estimate, targets) over the targets both have."""
+    key = (method, other, minutes, relative, resamples)
+    if key not in scores.paired_cache:
+        scores.paired_cache[key] = _paired(scores, method, other, minutes, relative, resamples)
+    return scores.paired_cache[key]
+
+
+def _paired(scores: TargetScores, method: str, other: str, minutes: float, relative: bool,
+            resamples: int) -> tuple[Estimate, int] | None:
     mine, theirs = scores.cell(method, minutes), scores.cell(other, minutes)
     common = sorted(mine.keys() & theirs.keys())
     if not common:
@@ -178,6 +187,11 @@ def comparison(scores: TargetScores, baselines: list[str], resamples: int = RESA
     return out or ["- no adapted results"]
 
 
+SUMMARY_PHRASES = {"lower, significantly": "CER significantly lower",
+                   "higher, significantly": "CER significantly higher",
+                   "not significantly different": "CER not significantly different"}  # _verdict's, in a summary
+
+
 def summary(scores: TargetScores, baselines: list[str], resamples: int = RESAMPLES) -> list[str]:
     """Per method other than the reference and the baselines (the meta-learners): against each of those, the
     budgets where its CER is significantly lower (with the paired difference), higher, or not different."""
@@ -189,10 +203,9 @@ def summary(scores: TargetScores, baselines: list[str], resamples: int = RESAMPL
                 diff = paired(scores, method, other, minutes, False, resamples)
                 if diff is not None:
                     verdict = _verdict(diff[0])
-                    significant = verdict.endswith("significantly")
-                    phrase = f"CER significantly {verdict.split(',')[0]}" if significant else (
-                        verdict if verdict.startswith("no interval") else f"CER {verdict}")
-                    verdicts[phrase].append(f"{minutes:g} min" + (f" ({_ci(diff[0])} points)" * significant))
+                    significant = verdict.endswith(", significantly")
+                    verdicts[SUMMARY_PHRASES.get(verdict, verdict)].append(
+                        f"{minutes:g} min" + (f" ({_ci(diff[0])} points)" * significant))
             parts = [f"{verdict} at {', '.join(where)}" for verdict, where in verdicts.items()]
             if parts:
                 out.append(f"- {method} against {other}: " + "; ".join(parts))
